@@ -218,3 +218,26 @@ def model_table() -> list[dict[str, object]]:
         }
         for spec in MODELS.values()
     ]
+
+
+CHECKPOINTS_DIR = Path(__file__).parent / "checkpoints"
+# Pre-distilled AuRA checkpoints shipped inside the package (adapter + embedding + config, no teacher).
+CHECKPOINTS: dict[str, str] = {
+    "aura-smollm2-135m": "SmolLM2-135M-Instruct + LoRA on 4 blocks, distilled from Whisper tiny.en",
+}
+
+
+def resolve_checkpoint(name: str) -> Path:
+    """Folder of a shipped AuRA checkpoint, for `AuraModel.from_pretrained(name)` and `--model NAME`."""
+    folder = CHECKPOINTS_DIR / name
+    if name not in CHECKPOINTS:
+        raise ModelNotFoundError(
+            f"{name!r}: no such checkpoint folder or shipped checkpoint; shipped: {', '.join(CHECKPOINTS)}. "
+            "Give a RUN_DIR from `aura train`, its final/ folder, or an `aura export` folder."
+        )
+    if not folder.is_dir():
+        raise ModelNotFoundError(
+            f"the shipped checkpoint {name!r} is not in this installation ({folder} is missing); "
+            "train one with `aura train` (see README) or reinstall the package."
+        )
+    return folder

@@ -1,0 +1,71 @@
+"""The baseline AuRA claims to beat: a frozen Whisper encoder bridged to the LLM by an MLP projector.
+
+`BridgeModel` is the bridge's audio path (frozen encoder -> stack k frames -> LayerNorm + MLP to the LLM
+width). Plugged into `AuraStudent` as its audio module, it shares the prompt splicing, LoRA, trainer,
+data and checkpoint format with AuRA, so the two differ only in what hears the audio: at inference the
+bridge runs the whole Whisper encoder on a 30-s window, AuRA runs a conv stem and a Linear.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from aura.features import WINDOW_MEL_FRAMES
+
+
+class BridgeModel(nn.Module):
+    """Unpadded log-mel clips -> `(ceil(F / k), llm_width)` embeddings through the frozen encoder."""
+
+    def __init__(self, teacher: Any, llm_width: int, k: int, hidden: int | None = None) -> None:
+        super().__init__()
+        self.encoder = teacher.model.get_encoder()
+        self.encoder.requires_grad_(False)
+        self.encoder.eval()
+        self.n_mels, self.width, self.k, self.llm_width = teacher.n_mels, teacher.width, k, llm_width
+        self.hidden = hidden or llm_width
+        self.norm = nn.LayerNorm(k * self.width)
+        self.proj = nn.Sequential(
+            nn.Linear(k * self.width, self.hidden), nn.GELU(), nn.Linear(self.hidden, llm_width)
+        )
+
+    def train(self, mode: bool = True) -> BridgeModel:
+        super().train(mode)
+        self.encoder.eval()  # frozen: no dropout, whatever the trainer does
+        return self
+
+    def embed_clips(self, mels: list[torch.Tensor]) -> list[torch.Tensor]:
+        """Whisper needs its 30-s window: each clip's mel is extended with the log-mel value of silence
+        (Whisper's normalisation maps zeros to the clip's peak - 2), encoded, and cut to its frames."""
+        padded = torch.stack(
+            [F.pad(m, (0, WINDOW_MEL_FRAMES - m.shape[-1]), value=float(m.max()) - 2.0) for m in mels]
+        )
+        param = next(self.proj.parameters())
+        with torch.no_grad():
+            states = self.encoder(padded.to(param.dtype)).last_hidden_state
+        out = []
+        for i, mel in enumerate(mels):
+            frames = (mel.shape[-1] + 1) // 2
+            tokens = math.ceil(frames / self.k)
+            x = F.pad(states[i, :frames], (0, 0, 0, tokens * self.k - frames)).reshape(
+                tokens, self.k * self.width
+            )
+            out.append(self.proj(self.norm(x)))
+        return out
+
+    def trainable_state_dict(self) -> dict[str, torch.Tensor]:
+        """Projector weights only: the encoder is the teacher's, reloaded by name."""
+        return {k: v for k, v in self.state_dict().items() if not k.startswith("encoder.")}
+
+    def describe(self) -> dict[str, int]:
+        return {
+            "n_mels": self.n_mels,
+            "width": self.width,
+            "llm_width": self.llm_width,
+            "k": self.k,
+            "hidden": self.hidden,
+        }

@@ -1,0 +1,239 @@
+"""`aura data import`: turn existing speech corpora into a manifest.
+
+Sources: LibriSpeech-style folders (`*.flac` + `*.trans.txt`), a CSV/TSV of `path,text`, and a Hugging
+Face `datasets` dataset saved with `save_to_disk` that has an Audio column. Every clip is decoded once
+(which proves it is readable and gives its true duration); clips already 16-kHz mono are copied (or
+referenced in place), others are resampled to 16-kHz wav. Bad items fail the import with every problem
+listed, or with `skip_bad` go to `rejects.jsonl`: nothing is dropped unseen.
+"""
+
+from __future__ import annotations
+
+import csv
+import re
+import shutil
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import soundfile as sf
+from tqdm import tqdm
+
+from aura.data.manifest import (
+    DEFAULT_MAX_SECONDS,
+    REJECTS_NAME,
+    Example,
+    ManifestError,
+    Problem,
+    write_manifest,
+    write_rejects,
+)
+from aura.data.tasks import ASR_PROMPTS
+from aura.features import SAMPLE_RATE, AudioError, load_audio
+from aura.metrics import normalize_transcript
+
+SOURCES = ("librispeech", "csv", "hf-disk")
+TEXT_COLUMNS = ("text", "transcript", "transcription", "sentence", "normalized_text")
+PATH_COLUMNS = ("path", "audio", "file", "filename")
+_AUDIO_SUFFIXES = (".flac", ".wav")
+
+
+@dataclass(frozen=True)
+class Item:
+    """One clip found in a source, before decoding. `where`/`line` locate it for error messages."""
+
+    id: str
+    audio: Path | bytes | None
+    text: str
+    where: str
+    line: int
+    problem: str = ""
+
+
+def _safe_id(text: str) -> str:
+    return re.sub(r"[^A-Za-z0-9_.-]+", "_", text).strip("_") or "clip"
+
+
+def librispeech_items(src: Path) -> Iterator[Item]:
+    """Utterances of every `*.trans.txt` (lines `ID words...`), audio `ID.flac` beside it; clips
+    without a transcript line are reported too."""
+    transcripts = sorted(src.rglob("*.trans.txt"))
+    if not transcripts:
+        raise ValueError(f"{src}: no *.trans.txt files under it, so it is not a LibriSpeech-style folder.")
+    covered: set[Path] = set()
+    for trans in transcripts:
+        for number, raw in enumerate(
+            trans.read_text(encoding="utf-8", errors="replace").splitlines(), start=1
+        ):
+            if not raw.strip():
+                continue
+            utt, _, text = raw.strip().partition(" ")
+            audio = next(
+                (
+                    trans.parent / f"{utt}{s}"
+                    for s in _AUDIO_SUFFIXES
+                    if (trans.parent / f"{utt}{s}").is_file()
+                ),
+                None,
+            )
+            if audio is None:
+                yield Item(
+                    utt, None, text, str(trans), number, f"audio {trans.parent / utt}.flac does not exist"
+                )
+                continue
+            covered.add(audio)
+            yield Item(
+                utt, audio, text.strip(), str(trans), number, "" if text.strip() else "empty transcript"
+            )
+    for audio in sorted(p for s in _AUDIO_SUFFIXES for p in src.rglob(f"*{s}")):
+        if audio not in covered:
+            yield Item(audio.stem, audio, "", str(audio), 0, "no line for this clip in any *.trans.txt")
+
+
+def csv_items(src: Path) -> Iterator[Item]:
+    """Rows of a CSV/TSV (tab if the file ends in .tsv): `path,text`, header optional; paths are
+    relative to the file's folder."""
+    if not src.is_file():
+        raise FileNotFoundError(f"{src}: no such CSV/TSV file.")
+    delimiter = "\t" if src.suffix.lower() == ".tsv" else ","
+    with src.open(encoding="utf-8", newline="") as handle:
+        rows = list(csv.reader(handle, delimiter=delimiter))
+    path_col, text_col, start = 0, 1, 0
+    if rows:
+        header = [h.strip().lower() for h in rows[0]]
+        if any(h in PATH_COLUMNS for h in header) and any(h in TEXT_COLUMNS for h in header):
+            path_col = next(i for i, h in enumerate(header) if h in PATH_COLUMNS)
+            text_col = next(i for i, h in enumerate(header) if h in TEXT_COLUMNS)
+            start = 1
+    for number, row in enumerate(rows[start:], start=start + 1):
+        if not any(cell.strip() for cell in row):
+            continue
+        if len(row) <= max(path_col, text_col):
+            yield Item(
+                f"line{number}",
+                None,
+                "",
+                str(src),
+                number,
+                f"expected path and text columns, got {len(row)} column(s)",
+            )
+            continue
+        rel, text = row[path_col].strip(), row[text_col].strip()
+        audio = src.parent / rel
+        clip_id = f"{number:06d}-{_safe_id(Path(rel).stem)}"
+        if not audio.is_file():
+            yield Item(clip_id, None, text, str(src), number, f"audio file {audio} does not exist")
+        else:
+            yield Item(clip_id, audio, text, str(src), number, "" if text else "empty text")
+
+
+def hf_disk_items(src: Path) -> Iterator[Item]:
+    """Rows of a `save_to_disk` dataset (every split of a DatasetDict); needs the `datasets` package."""
+    try:
+        import datasets
+    except ImportError as err:
+        raise ImportError(
+            "importing a Hugging Face dataset needs the `datasets` package: pip install datasets "
+            "(or pip install 'aura-speech[test]')."
+        ) from err
+    try:
+        loaded = datasets.load_from_disk(str(src))
+    except (FileNotFoundError, ValueError) as err:
+        raise ValueError(f"{src}: not a dataset saved with save_to_disk ({err}).") from err
+    parts = loaded.items() if isinstance(loaded, datasets.DatasetDict) else [("", loaded)]
+    for split, table in parts:
+        audio_col = next((k for k, f in table.features.items() if isinstance(f, datasets.Audio)), None)
+        text_col = next((k for k in TEXT_COLUMNS if k in table.features), None)
+        if audio_col is None or text_col is None:
+            raise ValueError(
+                f"{src}: the dataset needs an Audio column and a text column (one of {', '.join(TEXT_COLUMNS)}); "
+                f"it has {', '.join(table.features)}."
+            )
+        table = table.cast_column(audio_col, datasets.Audio(decode=False))  # we decode ourselves
+        where = f"{src}[{split}]" if split else str(src)
+        for index, row in enumerate(table):
+            cell = row[audio_col] or {}
+            audio = cell.get("bytes") or (Path(cell["path"]) if cell.get("path") else None)
+            clip_id = f"{split + '-' if split else ''}{index:06d}"
+            text = (row[text_col] or "").strip()
+            problem = "no audio in this row" if audio is None else ("" if text else "empty text")
+            yield Item(clip_id, audio, text, where, index + 1, problem)
+
+
+def _natural(text: str) -> str:
+    """LibriSpeech-style ALL CAPS becomes sentence case, the form a chat model should answer in."""
+    return text.lower().capitalize() if text.isupper() else text
+
+
+def import_corpus(
+    source: str,
+    src: str | Path,
+    out: str | Path,
+    *,
+    max_seconds: float = DEFAULT_MAX_SECONDS,
+    skip_bad: bool = False,
+    reference: bool = False,
+    progress: bool = True,
+) -> tuple[Path, int, int]:
+    """Import `src` of kind `source` into `out/manifest.jsonl`; return (manifest, examples, rejects).
+
+    With `reference`, 16-kHz mono files stay where they are and the manifest points at them.
+    """
+    readers = {"librispeech": librispeech_items, "csv": csv_items, "hf-disk": hf_disk_items}
+    if source not in readers:
+        raise ValueError(f"unknown source kind '{source}'; use one of {', '.join(SOURCES)}")
+    src, out = Path(src), Path(out)
+    if not src.exists():
+        raise FileNotFoundError(f"{src}: does not exist.")
+    (out / "audio").mkdir(parents=True, exist_ok=True)
+    examples: list[Example] = []
+    problems: list[Problem] = []
+    seen: set[str] = set()
+    for item in tqdm(list(readers[source](src)), desc=f"import {source}", unit="clip", disable=not progress):
+        raw = f"{item.id} {item.text}".strip()
+        if item.problem:
+            problems.append(Problem(item.where, item.line, item.problem, raw))
+            continue
+        if item.id in seen:
+            problems.append(Problem(item.where, item.line, f"duplicate clip id '{item.id}'", raw))
+            continue
+        label = f"{item.where}:{item.line} ({item.id})" if isinstance(item.audio, bytes) else None
+        try:
+            wave = load_audio(item.audio, max_seconds=max_seconds, name=label)
+        except AudioError as err:
+            problems.append(Problem(item.where, item.line, str(err), raw))
+            continue
+        seen.add(item.id)
+        audio = _store(item, wave, out / "audio", reference)
+        examples.append(
+            Example(
+                id=item.id,
+                audio=str(audio.resolve()),
+                task="asr",
+                prompt=ASR_PROMPTS[0],
+                response=_natural(item.text),
+                transcript=normalize_transcript(item.text),
+                duration=round(wave.size / SAMPLE_RATE, 3),
+            )
+        )
+    if problems and (not skip_bad or not examples):
+        raise ManifestError(problems)
+    if problems:
+        write_rejects(problems, out / REJECTS_NAME)
+    return write_manifest(examples, out / "manifest.jsonl"), len(examples), len(problems)
+
+
+def _store(item: Item, wave: np.ndarray, folder: Path, reference: bool) -> Path:
+    """Keep a 16-kHz mono file as it is (referenced or copied); write anything else as 16-kHz wav."""
+    if isinstance(item.audio, Path):
+        info = sf.info(str(item.audio))
+        if info.samplerate == SAMPLE_RATE and info.channels == 1:
+            if reference:
+                return item.audio
+            target = folder / f"{_safe_id(item.id)}{item.audio.suffix.lower()}"
+            shutil.copyfile(item.audio, target)
+            return target
+    target = folder / f"{_safe_id(item.id)}.wav"
+    sf.write(target, wave, SAMPLE_RATE, subtype="PCM_16")
+    return target

@@ -1,0 +1,312 @@
+"""`aura diagnose`: how close the student's audio states are to the teacher's, layer by layer, and whether
+they carry the words.
+
+Per mapped layer, over all audio tokens of the clips: linear CKA between the raw student states and the
+teacher's pooled states (no heads needed, widths may differ); and, through the distillation heads kept
+beside the inference checkpoint (RUN_DIR/heads.safetensors), raw cosine, centred cosine (the per-layer
+training-set mean target removed from both sides: Whisper states share a large common direction, so raw
+cosine flatters) and, for reference, the raw cosine that always predicting that mean would score.
+
+Decoder probe: the student's last mapped states, through their head, rescaled to the teacher's mean state
+norm (cosine training leaves the magnitude free) and repeated k times back to 50 Hz, are fed to the
+teacher's own Whisper decoder (greedy, KV cache). Only the clip's own frames are given: the teacher's
+padding frames would carry the teacher's view of the clip into the student's result. The teacher's WER
+under the same conditions (its pooled states, same frames, same length cap) and its ordinary padded-window
+WER are reported beside the student's.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from tqdm import tqdm
+from transformers.modeling_outputs import BaseModelOutput
+
+from aura.config import AuraConfig, load_config
+from aura.data.manifest import AUDIO_PLACEHOLDER, read_manifest
+from aura.distill import HEADS_FILE, DistillHeads, layer_map, linear_cka
+from aura.features import encoder_frames, load_audio
+from aura.infer import _checkpoint_folder
+from aura.metrics import error_rates
+from aura.student import AuraStudent
+from aura.teacher_cache import pool_frames
+
+PROBE_SLACK_TOKENS = 2  # decoder length cap: reference length in Whisper tokens + this
+
+
+@dataclass
+class Clip:
+    id: str
+    prompt: str
+    reference: str | None
+    wave: np.ndarray
+
+
+def run_folders(model: str | Path) -> tuple[Path, Path]:
+    """(inference checkpoint folder, run directory) for `--model` given as RUN_DIR or RUN_DIR/final."""
+    folder = _checkpoint_folder(model)
+    run_dir = folder.parent if folder.name == "final" else folder
+    return folder, run_dir
+
+
+def _run_config(run_dir: Path, student: AuraStudent) -> AuraConfig:
+    """The training config (prompt context, seed) when the run directory has it, else the defaults."""
+    path = run_dir / "config.yaml"
+    config = load_config(path) if path.is_file() else AuraConfig()
+    config.model = student.config
+    return config
+
+
+@torch.no_grad()
+def student_states(
+    student: AuraStudent,
+    clips: Sequence[Clip],
+    layers: Sequence[int],
+    config: AuraConfig,
+    batch_size: int = 8,
+) -> dict[int, list[torch.Tensor]]:
+    """`{layer: [(tokens_i, d) per clip]}` at the audio positions, with the prompt context used in training."""
+    out: dict[int, list[torch.Tensor]] = {layer: [] for layer in layers}
+    blocks = max(max(layers), 1)
+    for start in range(0, len(clips), batch_size):
+        chunk = clips[start : start + batch_size]
+        if config.data.distill_context == "template":
+            texts = [student.render_prompt(c.prompt, config.data.system_prompt) for c in chunk]
+        else:
+            texts = [AUDIO_PLACEHOLDER] * len(chunk)
+        mels = [[student.audio_features(c.wave)] for c in chunk]
+        batch = student.build_batch(texts, mels, stop_after_audio=True)
+        states = student.hidden_states(batch, layers, blocks=blocks)
+        for layer in layers:
+            for i in range(len(chunk)):
+                out[layer].append(states[layer][i][batch.audio_mask[i]].float().cpu())
+    return out
+
+
+def teacher_states(
+    teacher: Any, clips: Sequence[Clip], layers: Sequence[int], k: int
+) -> dict[int, list[torch.Tensor]]:
+    """`{layer: [(tokens_i, d) per clip]}`: padded-window states cut to the clip and mean-pooled by k."""
+    per_clip = teacher.hidden_states([c.wave for c in clips])
+    return {layer: [pool_frames(states[layer], k) for states in per_clip] for layer in layers}
+
+
+def _cosine(a: torch.Tensor, b: torch.Tensor) -> float:
+    return float(F.cosine_similarity(a.float(), b.float(), dim=-1).mean())
+
+
+def layer_alignment(
+    pairs: Sequence[tuple[int, int]],
+    student: dict[int, list[torch.Tensor]],
+    teacher: dict[int, list[torch.Tensor]],
+    heads: DistillHeads | None,
+) -> list[dict[str, float | int]]:
+    """CKA per pair, and with heads raw/centred cosine and the mean-target baseline cosine."""
+    rows = []
+    for j, (s, t) in enumerate(pairs):
+        x = torch.cat(student[s])
+        y = torch.cat(teacher[t])
+        if x.shape[0] != y.shape[0]:
+            raise ValueError(
+                f"layer {s}->{t}: {x.shape[0]} student audio tokens but {y.shape[0]} teacher tokens."
+            )
+        row: dict[str, float | int] = {"student": s, "teacher": t, "cka": float(linear_cka(x, y))}
+        if heads is not None:
+            with torch.no_grad():
+                prediction = heads.to_teacher_space(j, heads(j, x)).float()
+            mean = heads.target_mean[j].float()
+            row["cosine"] = _cosine(prediction, y)
+            row["centred_cosine"] = _cosine(prediction - mean, y - mean)
+            row["mean_target_cosine"] = _cosine(mean.expand_as(y), y)
+        rows.append(row)
+    return rows
+
+
+@torch.no_grad()
+def decode_states(teacher: Any, states: torch.Tensor, max_new_tokens: int) -> str:
+    """Greedy Whisper decoding (KV cache) of encoder states `(frames, d)` given instead of the encoder's."""
+    encoder = BaseModelOutput(last_hidden_state=states[None].to(teacher.device, teacher.dtype))
+    language = {} if teacher.is_english_only else {"language": "en", "task": "transcribe"}
+    ids = teacher.model.generate(encoder_outputs=encoder, max_new_tokens=max_new_tokens, **language)
+    return teacher.tokenizer.batch_decode(ids, skip_special_tokens=True)[0].strip()
+
+
+def _to_50hz(states: torch.Tensor, k: int, frames: int) -> torch.Tensor:
+    return states.repeat_interleave(k, dim=0)[:frames]
+
+
+def decoder_probe(
+    teacher: Any,
+    heads: DistillHeads,
+    index: int,
+    clips: Sequence[Clip],
+    student: list[torch.Tensor],
+    pooled_teacher: list[torch.Tensor],
+    k: int,
+    progress: bool = False,
+) -> dict[str, Any]:
+    """WER of the Whisper decoder reading the student's states vs the teacher's own (see module docstring)."""
+    rows = []
+    norm = heads.target_norm[index].float()
+    usable = [i for i, c in enumerate(clips) if c.reference]
+    full = teacher.transcribe([clips[i].wave for i in usable]) if usable else []
+    for n, i in enumerate(tqdm(usable, desc="decoder probe", disable=not progress, leave=False)):
+        clip = clips[i]
+        frames = encoder_frames(len(clip.wave))
+        cap = (
+            len(teacher.tokenizer(clip.reference, add_special_tokens=False)["input_ids"]) + PROBE_SLACK_TOKENS
+        )
+        with torch.no_grad():
+            prediction = heads.to_teacher_space(index, heads(index, student[i])).float()
+        prediction = prediction * (norm / prediction.norm(dim=-1, keepdim=True).clamp(min=1e-6))
+        rows.append(
+            {
+                "id": clip.id,
+                "reference": clip.reference,
+                "student": decode_states(teacher, _to_50hz(prediction, k, frames), cap),
+                "teacher_pooled": decode_states(teacher, _to_50hz(pooled_teacher[i], k, frames), cap),
+                "teacher": full[n],
+            }
+        )
+    if not rows:
+        return {"skipped": "no clip has a reference transcript"}
+    refs = [r["reference"] for r in rows]
+    return {
+        "teacher_layer": heads.pairs[index][1],
+        "clips": len(rows),
+        "length_cap": f"reference tokens + {PROBE_SLACK_TOKENS}",
+        "student_wer": error_rates(refs, [r["student"] for r in rows]).wer,
+        "teacher_pooled_wer": error_rates(refs, [r["teacher_pooled"] for r in rows]).wer,
+        "teacher_wer": error_rates(refs, [r["teacher"] for r in rows]).wer,
+        "examples": rows,
+    }
+
+
+def _plot(result: dict[str, Any], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    layers = result["layers"]
+    x = [row["teacher"] for row in layers]
+    series = [  # (key in each layer row, label, line style, colour, alpha)
+        ("cka", "linear CKA (trained)", "o-", "C0", 1.0),
+        ("untrained_cka", "linear CKA (untrained)", "o--", "C0", 0.5),
+        ("cosine", "cosine via heads", "s-", "C1", 1.0),
+        ("centred_cosine", "centred cosine via heads", "^-", "C2", 1.0),
+        ("mean_target_cosine", "cosine of mean target", ":", "C1", 0.6),
+    ]
+    fig, ax = plt.subplots(figsize=(6.5, 4.2))
+    lowest = 0.0
+    for key, label, style, colour, alpha in series:
+        if key in layers[0]:
+            values = [row[key] for row in layers]
+            lowest = min(lowest, *values)
+            ax.plot(x, values, style, color=colour, alpha=alpha, label=label)
+    ax.set_xlabel("teacher layer (0 = conv stem + positions)")
+    ax.set_ylabel("similarity")
+    ax.set_xticks(x)
+    ax.set_ylim(lowest - 0.05, 1.02)
+    probe = result.get("probe", {})
+    title = f"student vs teacher alignment ({result['clips']} clips)"
+    if "student_wer" in probe:
+        title += f"\ndecoder probe WER: student {probe['student_wer']:.0%}, teacher (same input) {probe['teacher_pooled_wer']:.0%}"
+    ax.set_title(title, fontsize=10)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def diagnose(
+    model: str | Path,
+    data: str | Path,
+    out: str | Path,
+    *,
+    limit: int | None = 64,
+    compare_untrained: bool = False,
+    probe: bool = True,
+    progress: bool = True,
+) -> dict[str, Any]:
+    """Write `OUT/alignment.json` and `OUT/alignment.png` for a trained AuRA run (see module docstring)."""
+    folder, run_dir = run_folders(model)
+    student = AuraStudent.from_pretrained(folder)
+    if student.config.arch != "aura":
+        raise ValueError(
+            f"{folder}: a `{student.config.arch}` checkpoint; diagnose compares an AuRA student with its teacher."
+        )
+    config = _run_config(run_dir, student)
+    examples = read_manifest(data)[:limit]
+    clips = [
+        Clip(
+            ex.id,
+            ex.prompt,
+            ex.transcript or (ex.response if ex.task == "asr" else None),
+            load_audio(ex.audio, name=ex.id),
+        )
+        for ex in examples
+    ]
+    from aura.teacher import load_teacher
+
+    teacher = load_teacher(student.config.teacher)
+    heads_path = run_dir / HEADS_FILE
+    heads = DistillHeads.load(heads_path) if heads_path.is_file() else None
+    pairs = (
+        heads.pairs
+        if heads is not None
+        else layer_map(student.config.layer_map, student.num_blocks, teacher.num_layers)
+    )
+    s_layers = sorted({s for s, _ in pairs})
+    t_layers = sorted({t for _, t in pairs})
+    k = student.config.k
+    ours = student_states(student, clips, s_layers, config)
+    theirs = teacher_states(teacher, clips, t_layers, k)
+    rows = layer_alignment(pairs, ours, theirs, heads)
+    if compare_untrained:
+        torch.manual_seed(config.train.seed)
+        untrained = AuraStudent.build(student.config, teacher).eval()
+        before = layer_alignment(pairs, student_states(untrained, clips, s_layers, config), theirs, None)
+        for row, old in zip(rows, before, strict=True):
+            row["untrained_cka"] = old["cka"]
+        del untrained
+    result: dict[str, Any] = {
+        "model": str(folder),
+        "data": str(data),
+        "teacher": teacher.name,
+        "clips": len(clips),
+        "audio_tokens": int(sum(t.shape[0] for t in theirs[t_layers[0]])),
+        "heads": str(heads_path) if heads is not None else None,
+        "layers": rows,
+        "mean": {
+            key: float(np.mean([r[key] for r in rows]))
+            for key in rows[0]
+            if key not in ("student", "teacher")
+        },
+    }
+    if heads is None:
+        result["note"] = (
+            f"no {heads_path}: cosines through the heads and the decoder probe need the training run's heads."
+        )
+    elif probe:
+        last = max(range(len(pairs)), key=lambda j: pairs[j][1])
+        if pairs[last][1] != teacher.num_layers:
+            result["probe"] = {
+                "skipped": f"the layer map does not reach the teacher's last layer ({teacher.num_layers})."
+            }
+        else:
+            s, t = pairs[last]
+            result["probe"] = decoder_probe(teacher, heads, last, clips, ours[s], theirs[t], k, progress)
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "alignment.json").write_text(json.dumps(result, indent=2))
+    _plot(result, out / "alignment.png")
+    return result

@@ -1,0 +1,554 @@
+"""`aura train`: the layer-wise distillation trainer (and the bridge baseline's trainer), on Accelerate.
+
+One command runs on this CPU, or under `accelerate launch` with DDP over many processes/nodes: the
+loop only uses Accelerate's model/optimizer wrapping, gradient accumulation and collectives.
+
+Stages: `distill` runs only the first N blocks (a forward hook ends the LLM after block N; the rest and
+the LM head are never computed) on the prompt up to the end of its audio; `joint` runs the whole LLM
+on the chat-templated prompt + response, loss = distill.weight * distill + train.lm_weight * LM
+(response tokens only). The bridge baseline trains LM-only through the same loop.
+
+Reproducible resume: batches come from a per-epoch permutation fixed by the seed and indexed by a
+global micro-batch counter (sharded by rank), so a checkpoint's (step, counter, optimizer, scheduler,
+RNG) continue the exact same run.
+
+RUN_DIR holds: config.yaml, metrics.csv, tb/ (TensorBoard), checkpoints/step-N/, final/ (inference
+checkpoint: adapter + embedding + config; no teacher or heads) and heads.safetensors (for diagnosis).
+"""
+
+from __future__ import annotations
+
+import csv
+import math
+import random
+import shutil
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from accelerate import Accelerator
+from accelerate.state import AcceleratorState, GradientState
+from accelerate.utils import set_seed
+from peft import set_peft_model_state_dict
+from safetensors.torch import load_file, save_file
+from torch import nn
+from tqdm.auto import tqdm
+
+from aura.config import AuraConfig, ConfigError
+from aura.data.manifest import Example, read_manifest
+from aura.distill import HEADS_FILE, DistillHeads, distill_terms, layer_map
+from aura.features import load_audio
+from aura.student import AUDIO_PLACEHOLDER, EMBEDDING_FILE, AuraStudent
+from aura.teacher_cache import TeacherCache
+
+CHECKPOINTS = "checkpoints"
+METRICS_FILE = "metrics.csv"
+
+
+class TrainError(ValueError):
+    """A training run that cannot start or continue, with what to do about it."""
+
+
+@dataclass
+class Clip:
+    """One training example with its decoded audio (kept in memory: clips are short)."""
+
+    example: Example
+    wave: np.ndarray
+    mel: torch.Tensor | None = None
+
+
+class TrainModule(nn.Module):
+    """Student + distillation heads: what Accelerate wraps, so DDP syncs every trainable weight."""
+
+    def __init__(self, student: AuraStudent, heads: DistillHeads | None, config: AuraConfig) -> None:
+        super().__init__()
+        self.student, self.heads, self.config = student, heads, config
+
+    def forward(
+        self,
+        texts: list[str],
+        mels: list[list[torch.Tensor]],
+        responses: list[str] | None,
+        targets: list[torch.Tensor] | None,
+    ) -> dict[str, torch.Tensor]:
+        cfg = self.config
+        joint = cfg.train.stage == "joint"
+        batch = self.student.build_batch(
+            texts, mels, responses=responses if joint else None, stop_after_audio=not joint
+        )
+        layers = self.heads.student_layers if (self.heads is not None and targets is not None) else []
+        out: dict[str, torch.Tensor] = {}
+        if joint:
+            lm_loss, states = self.student.forward_lm(batch, layers)
+            out["lm_loss"] = lm_loss.detach()
+            loss = cfg.train.lm_weight * lm_loss
+        else:
+            states = self.student.hidden_states(batch, layers, blocks=self.student.num_blocks)
+            loss = torch.zeros((), device=batch.embeds.device)
+        if layers:
+            distill, metrics = distill_terms(
+                self.heads, states, batch.audio_mask, targets, cfg.distill.loss, cfg.distill.mse_weight
+            )
+            loss = loss + cfg.distill.weight * distill
+            out["distill_loss"] = distill.detach()
+            out.update(metrics)
+        out["loss"] = loss
+        out["tokens"] = torch.tensor(float(batch.valid.sum()))
+        return out
+
+
+def _lr_lambda(delay: int, warmup: int, total: int):
+    """Linear warmup then cosine to zero, starting after `delay` steps (0 before it)."""
+
+    def factor(step: int) -> float:
+        s = step - delay
+        if s < 0:
+            return 0.0
+        if s < warmup:
+            return (s + 1) / warmup
+        progress = (s - warmup) / max(1, total - delay - warmup)
+        return 0.5 * (1.0 + math.cos(math.pi * min(progress, 1.0)))
+
+    return factor
+
+
+def _load_clips(path: str, max_seconds: float, role: str) -> list[Clip]:
+    examples = read_manifest(path, max_seconds=max_seconds)
+    if not examples:
+        raise TrainError(f"{path}: the {role} manifest has no examples.")
+    clips = []
+    for ex in examples:
+        if ex.prompt.count(AUDIO_PLACEHOLDER) > 1:
+            raise TrainError(f"{path}: example {ex.id} has several {AUDIO_PLACEHOLDER} but one audio clip.")
+        clips.append(Clip(ex, load_audio(ex.audio, max_seconds=max_seconds, name=f"{path}: {ex.id}")))
+    return clips
+
+
+def _batch_indices(
+    micro: int, n: int, batch: int, world: int, rank: int, seed: int, perms: dict
+) -> list[int]:
+    """Indices of this rank's share of global micro-batch `micro` in a stream of seeded epoch permutations."""
+    out = []
+    for j in range(batch):
+        p = micro * batch * world + rank * batch + j
+        epoch = p // n
+        if epoch not in perms:
+            perms[epoch] = torch.randperm(
+                n, generator=torch.Generator().manual_seed(seed * 100_003 + epoch)
+            ).tolist()
+        out.append(perms[epoch][p % n])
+    return out
+
+
+def _rng_state() -> dict[str, Any]:
+    return {"python": random.getstate(), "numpy": np.random.get_state(), "torch": torch.get_rng_state()}
+
+
+def _set_rng_state(state: dict[str, Any]) -> None:
+    random.setstate(state["python"])
+    np.random.set_state(state["numpy"])
+    torch.set_rng_state(state["torch"])
+
+
+def _last_checkpoint(run_dir: Path) -> Path | None:
+    return (_checkpoints(run_dir) or [None])[-1]
+
+
+def _checkpoints(run_dir: Path) -> list[Path]:
+    """Complete checkpoints, oldest first (a `.tmp` folder is an interrupted save, never used)."""
+    folder = run_dir / CHECKPOINTS
+    if not folder.is_dir():
+        return []
+    return sorted(p for p in folder.glob("step-*") if p.name[5:].isdigit() and (p / "state.pt").is_file())
+
+
+class Trainer:
+    """One run: set up by `__init__`, executed by `run()`. `train()` is the function to call."""
+
+    def __init__(
+        self,
+        config: AuraConfig,
+        run_dir: str | Path,
+        resume: bool = False,
+        teacher: Any | None = None,
+        llm: Any | None = None,
+        tokenizer: Any | None = None,
+        progress: bool = True,
+    ) -> None:
+        self.config, self.run_dir, self.progress = config, Path(run_dir), progress
+        cfg = config
+        self._check(resume)
+        # Accelerate keeps process-wide singletons; a second run in the same process (a distill run then
+        # a joint run, tests) may want another precision. The process group (PartialState) is kept.
+        AcceleratorState._reset_state(reset_partial_state=False)
+        GradientState._reset_state()
+        self.acc = Accelerator(
+            gradient_accumulation_steps=cfg.train.grad_accum,
+            mixed_precision="bf16" if cfg.train.bf16 else "no",
+            log_with="tensorboard",
+            project_dir=str(self.run_dir),
+            step_scheduler_with_optimizer=False,
+            # without a GPU, processes started by torchrun / `accelerate launch --multi_gpu` must be told
+            # to form a CPU (gloo) process group, else each would train alone
+            cpu=not torch.accelerator.is_available(),
+        )
+        set_seed(cfg.train.seed)
+        self.train_clips = _load_clips(cfg.data.train, cfg.data.max_audio_seconds, "training")
+        self.dev_clips = _load_clips(cfg.data.dev, cfg.data.max_audio_seconds, "dev") if cfg.data.dev else []
+        if teacher is None:
+            from aura.teacher import load_teacher
+
+            teacher = load_teacher(cfg.model.teacher)
+        self.teacher_name = teacher.name
+        student = AuraStudent.build(cfg.model, teacher, llm, tokenizer)
+        self.heads: DistillHeads | None = None
+        self.cache: TeacherCache | None = None
+        if cfg.model.arch == "aura" and (cfg.train.stage == "distill" or cfg.distill.weight > 0):
+            self._prepare_distillation(student, teacher)
+        del teacher  # the aura student never needs it again: targets come from the cache
+        if cfg.train.grad_checkpointing:
+            student.llm.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+        if cfg.train.init_from:
+            self._init_from(student, Path(cfg.train.init_from))
+        self.module = TrainModule(student, self.heads, cfg)
+        self.module.train()
+        head_params = list(self.heads.parameters()) if self.heads is not None else []
+        head_ids = {id(p) for p in head_params}
+        student_params = [p for p in student.parameters() if p.requires_grad and id(p) not in head_ids]
+        groups = [{"params": student_params, "lr": cfg.train.lr}]
+        delays = [cfg.train.head_warmup_steps if head_params else 0]
+        if head_params:
+            groups.append({"params": head_params, "lr": cfg.train.head_lr})
+            delays.append(0)
+        optimizer = torch.optim.AdamW(groups, weight_decay=cfg.train.weight_decay)
+        self.scheduler = torch.optim.lr_scheduler.LambdaLR(
+            optimizer, [_lr_lambda(d, cfg.train.warmup_steps, cfg.train.max_steps) for d in delays]
+        )
+        self.model, self.optimizer = self.acc.prepare(self.module, optimizer)
+        self.step, self.micro, self.perms = 0, 0, {}
+        if resume:
+            self._resume()
+        if self.acc.is_main_process:
+            self.run_dir.mkdir(parents=True, exist_ok=True)
+            cfg.save(self.run_dir / "config.yaml")
+        self.acc.wait_for_everyone()
+
+    # ------------------------------------------------------------------ setup
+    def _check(self, resume: bool) -> None:
+        cfg = self.config
+        if not cfg.data.train:
+            raise ConfigError("data.train: no training manifest; pass data.train=PATH (a JSONL manifest).")
+        if cfg.model.arch == "bridge" and cfg.train.stage == "distill":
+            raise ConfigError(
+                "the bridge baseline has nothing to distill; use train.stage=joint with model.arch=bridge."
+            )
+        for key in ("max_steps", "batch_size", "grad_accum", "save_every", "log_every"):
+            if getattr(cfg.train, key) < 1:
+                raise ConfigError(f"train.{key} must be at least 1.")
+        if resume and _last_checkpoint(self.run_dir) is None:
+            raise TrainError(
+                f"{self.run_dir}: no checkpoint to resume from (looked in {self.run_dir / CHECKPOINTS})."
+            )
+        if (
+            not resume
+            and (self.run_dir / CHECKPOINTS).is_dir()
+            and any((self.run_dir / CHECKPOINTS).iterdir())
+        ):
+            raise TrainError(
+                f"{self.run_dir}: already holds a run; pass --resume to continue it or choose a new --out."
+            )
+
+    def _prepare_distillation(self, student: AuraStudent, teacher: Any) -> None:
+        """Fill the teacher cache (sharded over processes), then build heads with target statistics."""
+        cfg = self.config
+        root = cfg.distill.cache_dir
+        if root is None:
+            from aura.registry import aura_home
+
+            root = aura_home() / "teacher_cache"
+        self.cache = TeacherCache(root, teacher.name, cfg.model.k, teacher)
+        waves = [c.wave for c in self.train_clips + self.dev_clips]
+        todo = self.cache.missing(waves)
+        mine = [waves[i] for i in todo[self.acc.process_index :: self.acc.num_processes]]
+        if mine:
+            bar = tqdm(
+                total=len(mine),
+                desc="teacher targets",
+                disable=not (self.progress and self.acc.is_main_process),
+            )
+            self.cache.fill(mine, progress=bar)
+            bar.close()
+        self.acc.wait_for_everyone()
+        self.cache.teacher = None
+        pairs = layer_map(cfg.model.layer_map, student.num_blocks, teacher.num_layers)
+        llm_width = student.llm.get_input_embeddings().weight.shape[1]
+        self.heads = DistillHeads(pairs, llm_width, teacher.width)
+        mean, std, norm = self.cache.statistics([c.wave for c in self.train_clips], self.heads.teacher_layers)
+        self.heads.set_statistics(mean, std, norm, cfg.distill.standardize)
+
+    def _init_from(self, student: AuraStudent, previous: Path) -> None:
+        """Start from a previous run's trained adapter, embedding and heads (e.g. joint after distill)."""
+        final = previous / "final"
+        adapter = final / "adapter_model.safetensors"
+        if not adapter.is_file() or not (final / EMBEDDING_FILE).is_file():
+            raise TrainError(
+                f"train.init_from={previous}: no {final}/ checkpoint (adapter + embedding) to start from."
+            )
+        try:
+            set_peft_model_state_dict(student.llm, load_file(adapter))
+            student.audio.load_state_dict(load_file(final / EMBEDDING_FILE), strict=False)
+            if self.heads is not None and (previous / HEADS_FILE).is_file():
+                previous_heads = DistillHeads.load(previous / HEADS_FILE)
+                if previous_heads.pairs == self.heads.pairs:
+                    self.heads.heads.load_state_dict(previous_heads.heads.state_dict())
+        except RuntimeError as err:
+            raise TrainError(
+                f"train.init_from={previous}: its weights do not fit this model config ({err})."
+            ) from err
+
+    # ------------------------------------------------------------------ checkpoints
+    def _trainable(self) -> dict[str, torch.Tensor]:
+        return {
+            n: p.detach().cpu().contiguous() for n, p in self.module.named_parameters() if p.requires_grad
+        }
+
+    def _save_checkpoint(self) -> None:
+        folder = self.run_dir / CHECKPOINTS / f"step-{self.step:07d}"
+        if self.acc.is_main_process:
+            tmp = folder.with_name(folder.name + ".tmp")
+            shutil.rmtree(tmp, ignore_errors=True)
+            tmp.mkdir(parents=True)
+            save_file(self._trainable(), str(tmp / "trainable.safetensors"))
+            torch.save(self.optimizer.state_dict(), tmp / "optimizer.pt")
+            state = {
+                "step": self.step,
+                "micro": self.micro,
+                "scheduler": self.scheduler.state_dict(),
+                "rng": _rng_state(),
+            }
+            torch.save(state, tmp / "state.pt")
+            shutil.rmtree(folder, ignore_errors=True)
+            tmp.rename(folder)
+            for old in _checkpoints(self.run_dir)[:-2]:  # keep the last two
+                shutil.rmtree(old, ignore_errors=True)
+        self.acc.wait_for_everyone()
+
+    def _resume(self) -> None:
+        folder = _last_checkpoint(self.run_dir)
+        assert folder is not None  # checked in _check
+        weights = load_file(str(folder / "trainable.safetensors"))
+        missing = set(self._trainable()) - set(weights)
+        if missing:
+            raise TrainError(
+                f"{folder}: checkpoint lacks {len(missing)} trainable weights of this config, e.g. {sorted(missing)[0]}."
+            )
+        self.module.load_state_dict(weights, strict=False)
+        self.optimizer.load_state_dict(torch.load(folder / "optimizer.pt", weights_only=False))
+        state = torch.load(folder / "state.pt", weights_only=False)
+        self.scheduler.load_state_dict(state["scheduler"])
+        self.step, self.micro = state["step"], state["micro"]
+        _set_rng_state(state["rng"])
+        if self.acc.is_main_process:
+            self._truncate_metrics()
+            self.acc.print(f"resumed from {folder} (step {self.step})")
+
+    def _truncate_metrics(self) -> None:
+        """Drop metric rows logged after the checkpoint, so the resumed CSV reads like one run."""
+        path = self.run_dir / METRICS_FILE
+        if not path.is_file():
+            return
+        with path.open() as handle:
+            rows = list(csv.DictReader(handle))
+            fields = list(rows[0].keys()) if rows else []
+        with path.open("w", newline="") as handle:
+            writer = csv.DictWriter(handle, fieldnames=fields)
+            writer.writeheader()
+            writer.writerows(r for r in rows if int(r["step"]) <= self.step)
+
+    # ------------------------------------------------------------------ data
+    def _mel(self, clip: Clip) -> torch.Tensor:
+        if clip.mel is None:
+            clip.mel = self.module.student.audio_features(clip.wave)
+        return clip.mel
+
+    def _inputs(self, clips: list[Clip]) -> tuple:
+        cfg, student = self.config, self.module.student
+        joint = cfg.train.stage == "joint"
+        if joint or cfg.data.distill_context == "template":
+            texts = [student.render_prompt(c.example.prompt, cfg.data.system_prompt) for c in clips]
+        else:
+            texts = [AUDIO_PLACEHOLDER] * len(clips)
+        mels = [[self._mel(c)] for c in clips]
+        responses = [c.example.response for c in clips] if joint else None
+        targets = None
+        if self.heads is not None:
+            per_clip = [self.cache.get(c.wave)[self.heads.teacher_layers] for c in clips]  # (L, T_i, d)
+            targets = [torch.cat([t[j] for t in per_clip]) for j in range(len(self.heads.pairs))]
+        return texts, mels, responses, targets
+
+    # ------------------------------------------------------------------ loop
+    def run(self) -> Path:
+        cfg, acc = self.config, self.acc
+        acc.init_trackers("tb", config={k: str(v) for k, v in _flat(cfg.to_dict()).items()})
+        bar = tqdm(
+            total=cfg.train.max_steps,
+            initial=self.step,
+            desc=f"{cfg.train.stage} ({cfg.model.arch})",
+            disable=not (self.progress and acc.is_main_process),
+        )
+        if cfg.train.dev_every and self.dev_clips and self.step == 0:
+            self._log_dev()  # the starting point, before any update
+        window: dict[str, list[float]] = {}
+        started = time.perf_counter()
+        while self.step < cfg.train.max_steps:
+            for _ in range(cfg.train.grad_accum):
+                idx = _batch_indices(
+                    self.micro,
+                    len(self.train_clips),
+                    cfg.train.batch_size,
+                    acc.num_processes,
+                    acc.process_index,
+                    cfg.train.seed,
+                    self.perms,
+                )
+                self.micro += 1
+                with acc.accumulate(self.model):
+                    out = self.model(*self._inputs([self.train_clips[i] for i in idx]))
+                    acc.backward(out["loss"])
+                    if acc.sync_gradients and cfg.train.max_grad_norm > 0:
+                        acc.clip_grad_norm_(self.model.parameters(), cfg.train.max_grad_norm)
+                    self.optimizer.step()
+                    self.optimizer.zero_grad()
+                for key, value in out.items():
+                    window.setdefault(key, []).append(float(value.detach()))
+            self.scheduler.step()
+            self.step += 1
+            bar.update(1)
+            bar.set_postfix(loss=f"{window['loss'][-1]:.4f}")
+            if self.step % cfg.train.log_every == 0 or self.step == cfg.train.max_steps:
+                elapsed = time.perf_counter() - started
+                self._log(
+                    window, elapsed / cfg.train.log_every if self.step % cfg.train.log_every == 0 else None
+                )
+                window, started = {}, time.perf_counter()
+            if cfg.train.dev_every and self.dev_clips and self.step % cfg.train.dev_every == 0:
+                self._log_dev()
+            if self.step % cfg.train.save_every == 0 and self.step < cfg.train.max_steps:
+                self._save_checkpoint()
+        bar.close()
+        final = self._finish()
+        acc.end_training()
+        return final
+
+    def _log(self, window: dict[str, list[float]], seconds_per_step: float | None) -> None:
+        means = {k: float(np.mean(v)) for k, v in window.items()}
+        keys = sorted(means)
+        reduced = self.acc.reduce(torch.tensor([means[k] for k in keys]), reduction="mean")
+        row: dict[str, float] = {"step": self.step, "lr": self.scheduler.get_last_lr()[0]}
+        if len(self.scheduler.get_last_lr()) > 1:
+            row["head_lr"] = self.scheduler.get_last_lr()[1]
+        row.update({k: float(v) for k, v in zip(keys, reduced, strict=True)})
+        row["tokens_per_s"] = (
+            row.pop("tokens") * self.acc.num_processes * self.config.train.grad_accum / seconds_per_step
+            if seconds_per_step
+            else float("nan")
+        )
+        row["s_per_step"] = seconds_per_step if seconds_per_step else float("nan")
+        self.acc.log({k: v for k, v in row.items() if k != "step" and not math.isnan(v)}, step=self.step)
+        if self.acc.is_main_process:
+            self._write_row(row)
+
+    def _write_row(self, row: dict[str, float]) -> None:
+        path = self.run_dir / METRICS_FILE
+        fields = None
+        if path.is_file():
+            with path.open() as handle:
+                fields = next(csv.reader(handle), None)
+        if fields is None or not set(row) <= set(fields):
+            fields = _column_order(row)
+            if path.is_file() and path.stat().st_size:
+                with path.open() as handle:
+                    old = list(csv.DictReader(handle))
+                fields = _column_order({**{k: 0 for r in old for k in r}, **row})
+                with path.open("w", newline="") as handle:
+                    writer = csv.DictWriter(handle, fieldnames=fields, restval="")
+                    writer.writeheader()
+                    writer.writerows(old)
+        with path.open("a", newline="") as handle:
+            writer = csv.DictWriter(handle, fieldnames=fields, restval="")
+            if path.stat().st_size == 0:
+                writer.writeheader()
+            writer.writerow({k: (f"{v:.6g}" if isinstance(v, float) else v) for k, v in row.items()})
+
+    @torch.no_grad()
+    def _log_dev(self) -> None:
+        """Distillation metrics on the dev clips (every rank computes the same numbers; rank 0 writes)."""
+        self.module.eval()
+        sums: dict[str, float] = {}
+        batches = 0
+        for start in range(0, len(self.dev_clips), self.config.train.batch_size):
+            out = self.module(*self._inputs(self.dev_clips[start : start + self.config.train.batch_size]))
+            for key, value in out.items():
+                if key != "tokens":
+                    sums[key] = sums.get(key, 0.0) + float(value)
+            batches += 1
+        self.module.train()
+        row = {"step": self.step, **{f"dev_{k}": v / batches for k, v in sums.items()}}
+        self.acc.log({k: v for k, v in row.items() if k != "step"}, step=self.step)
+        if self.acc.is_main_process:
+            self._write_row(row)
+
+    def _finish(self) -> Path:
+        """final/ (inference checkpoint) and heads.safetensors beside it."""
+        final = self.run_dir / "final"
+        if self.acc.is_main_process:
+            student = self.acc.unwrap_model(self.model).student
+            student.save_pretrained(final)
+            if self.heads is not None:
+                self.acc.unwrap_model(self.model).heads.save(self.run_dir / HEADS_FILE)
+        self.acc.wait_for_everyone()
+        return final
+
+
+def _column_order(row: dict[str, Any]) -> list[str]:
+    """step first, then losses, then per-layer metrics in layer order, then the rest."""
+
+    def key(name: str) -> tuple:
+        prefix, _, layer = name.rpartition("_")
+        if layer.isdigit() and prefix.split("_")[-1] in ("cos", "ccos", "cka"):
+            return (2, prefix, int(layer))
+        order = ["step", "loss", "distill_loss", "lm_loss", "lr", "head_lr"]
+        return (0, order.index(name), 0) if name in order else (3, name, 0)
+
+    return sorted(row, key=key)
+
+
+def _flat(data: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for key, value in data.items():
+        if isinstance(value, dict):
+            out.update(_flat(value, f"{prefix}{key}."))
+        else:
+            out[f"{prefix}{key}"] = value
+    return out
+
+
+def train(
+    config: AuraConfig,
+    run_dir: str | Path,
+    resume: bool = False,
+    *,
+    teacher: Any | None = None,
+    llm: Any | None = None,
+    tokenizer: Any | None = None,
+    progress: bool = True,
+) -> Path:
+    """Train per `config` into `run_dir` (or continue its last checkpoint) and return `run_dir/final`.
+
+    `teacher`, `llm`, `tokenizer` replace the models named in the config (tests use tiny random ones).
+    """
+    return Trainer(config, run_dir, resume, teacher, llm, tokenizer, progress).run()

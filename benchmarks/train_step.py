@@ -1,0 +1,108 @@
+"""Time one training step of the distillation-only stage vs the joint stage (same batch, same student).
+
+The distillation-only stage runs the first N blocks on the prompt up to its audio; the joint stage runs
+the whole LLM on prompt + response plus the LM head on the response. Their ratio is what the
+distill-first schedule saves per step. Writes `benchmarks/results/train_step.json`.
+
+    .venv/bin/python benchmarks/train_step.py [--llm smollm2-135m-instruct] [--teacher whisper-tiny.en]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import statistics
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+
+from aura.config import AuraConfig
+from aura.data.manifest import read_manifest
+from aura.data.synth import synthesize
+from aura.distill import DistillHeads, layer_map
+from aura.features import load_audio
+from aura.student import AuraStudent
+from aura.teacher import load_teacher
+from aura.teacher_cache import TeacherCache
+from aura.train import TrainModule
+
+RESULTS = Path(__file__).parent / "results" / "train_step.json"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--llm", default=AuraConfig().model.llm)
+    parser.add_argument("--teacher", default=AuraConfig().model.teacher)
+    parser.add_argument("--batch-size", type=int, default=8)
+    parser.add_argument("--steps", type=int, default=5, help="timed steps per stage (after one warm-up step)")
+    parser.add_argument("--k", type=int, default=AuraConfig().model.k)
+    parser.add_argument("--out", type=Path, default=RESULTS)
+    args = parser.parse_args()
+
+    config = AuraConfig()
+    config.model.llm, config.model.teacher, config.model.k = args.llm, args.teacher, args.k
+    with tempfile.TemporaryDirectory() as tmp:
+        manifest = synthesize("asr", args.batch_size, Path(tmp) / "clips", seed=7, progress=False)
+        examples = read_manifest(manifest)
+        waves = [load_audio(ex.audio) for ex in examples]
+        teacher = load_teacher(config.model.teacher)
+        cache = TeacherCache(Path(tmp) / "cache", teacher.name, config.model.k, teacher)
+        cache.fill(waves)
+        student = AuraStudent.build(config.model, teacher)
+        pairs = layer_map(config.model.layer_map, student.num_blocks, teacher.num_layers)
+        heads = DistillHeads(pairs, student.llm.get_input_embeddings().weight.shape[1], teacher.width)
+        module = TrainModule(student, heads, config).train()
+        mels = [[student.audio_features(w)] for w in waves]
+        per_clip = [cache.get(w)[heads.teacher_layers] for w in waves]
+        targets = [torch.cat([t[j] for t in per_clip]) for j in range(len(pairs))]
+        prompts = [student.render_prompt(ex.prompt) for ex in examples]
+        responses = [ex.response for ex in examples]
+        params = [p for p in module.parameters() if p.requires_grad]
+        optimizer = torch.optim.AdamW(params, lr=1e-5)
+
+        results = {}
+        for stage in ("distill", "joint"):
+            config.train.stage = stage
+            times, tokens = [], 0.0
+            for i in range(args.steps + 1):
+                start = time.perf_counter()
+                out = module(prompts, mels, responses, targets)
+                out["loss"].backward()
+                optimizer.step()
+                optimizer.zero_grad()
+                if i:  # the first step warms up allocators and kernels
+                    times.append(time.perf_counter() - start)
+                    tokens = float(out["tokens"])
+            step = statistics.median(times)
+            results[stage] = {
+                "seconds_per_step": step,
+                "tokens_per_step": tokens,
+                "tokens_per_s": tokens / step,
+            }
+            print(f"{stage}: {step:.3f} s/step, {tokens:.0f} tokens/step, {tokens / step:.0f} tokens/s")
+
+    report = {
+        "llm": args.llm,
+        "teacher": args.teacher,
+        "k": args.k,
+        "lora_layers": student.num_blocks,
+        "lora_rank": config.model.lora_rank,
+        "batch_size": args.batch_size,
+        "timed_steps": args.steps,
+        "torch_threads": torch.get_num_threads(),
+        "machine": platform.processor() or platform.machine(),
+        "distill_step_s": results["distill"]["seconds_per_step"],
+        "joint_step_s": results["joint"]["seconds_per_step"],
+        "joint_over_distill": results["joint"]["seconds_per_step"] / results["distill"]["seconds_per_step"],
+        "stages": results,
+    }
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(report, indent=2) + "\n")
+    print(f"joint / distill step time: {report['joint_over_distill']:.2f}x -> {args.out}")
+
+
+if __name__ == "__main__":
+    main()

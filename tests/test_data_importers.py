@@ -1,0 +1,146 @@
+"""`aura data import`: LibriSpeech-style folders, CSV/TSV, and `save_to_disk` datasets; bad items are reported."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import soundfile as sf
+from typer.testing import CliRunner
+
+from aura.cli import app
+from aura.data.importers import import_corpus
+from aura.data.manifest import ManifestError, read_manifest
+from aura.features import SAMPLE_RATE
+
+
+def _tone(path: Path, seconds: float, rate: int = SAMPLE_RATE, channels: int = 1) -> Path:
+    t = np.arange(int(seconds * rate)) / rate
+    wave = (0.3 * np.sin(2 * np.pi * 300 * t)).astype(np.float32)
+    sf.write(path, np.stack([wave] * channels, axis=1) if channels > 1 else wave, rate)
+    return path
+
+
+@pytest.fixture()
+def libri(tmp_path: Path) -> Path:
+    """speaker 19 / chapter 198: two 16-kHz flacs and one 22.05-kHz stereo flac, LibriSpeech layout."""
+    chapter = tmp_path / "LibriSpeech" / "dev-clean" / "19" / "198"
+    chapter.mkdir(parents=True)
+    _tone(chapter / "19-198-0000.flac", 1.0)
+    _tone(chapter / "19-198-0001.flac", 1.5)
+    _tone(chapter / "19-198-0002.flac", 0.5, rate=22050, channels=2)
+    (chapter / "19-198.trans.txt").write_text(
+        "19-198-0000 NORTHANGER ABBEY\n19-198-0001 THIS LITTLE WORK WAS FINISHED\n19-198-0002 IN THE YEAR\n"
+    )
+    return tmp_path / "LibriSpeech"
+
+
+def test_librispeech_import_copies_resamples_and_checks(libri: Path, tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    result = CliRunner().invoke(
+        app, ["data", "import", "--from", "librispeech", str(libri), "--out", str(out)]
+    )
+    assert result.exit_code == 0, result.output
+    examples = {ex.id: ex for ex in read_manifest(out / "manifest.jsonl", check_audio=True)}
+    assert sorted(examples) == ["19-198-0000", "19-198-0001", "19-198-0002"]
+    first = examples["19-198-0000"]
+    assert first.response == "Northanger abbey" and first.transcript == "northanger abbey"
+    assert first.task == "asr" and "<audio>" in first.prompt and first.duration == pytest.approx(1.0)
+    assert Path(first.audio).suffix == ".flac"  # already 16 kHz mono: copied as is
+    resampled = sf.info(examples["19-198-0002"].audio)
+    assert (resampled.samplerate, resampled.channels) == (SAMPLE_RATE, 1)
+    assert examples["19-198-0002"].duration == pytest.approx(0.5, abs=0.01)
+    assert CliRunner().invoke(app, ["data", "check", str(out / "manifest.jsonl")]).exit_code == 0
+
+
+def test_librispeech_bad_items_fail_with_file_and_line_or_go_to_rejects(libri: Path, tmp_path: Path) -> None:
+    chapter = libri / "dev-clean" / "19" / "198"
+    (chapter / "19-198-0001.flac").write_bytes(b"fLaC broken")
+    (chapter / "19-198.trans.txt").write_text(
+        (chapter / "19-198.trans.txt").read_text() + "19-198-0003 A MISSING CLIP\n"
+    )
+    _tone(chapter / "19-198-0009.flac", 0.5)  # audio with no transcript line
+    _tone(chapter / "19-198-0000.flac", 3.0)  # now over the limit used below
+    trans = str(chapter / "19-198.trans.txt")
+
+    out = tmp_path / "out"
+    args = ["data", "import", "--from", "librispeech", str(libri), "--out", str(out), "--max-seconds", "2"]
+    result = CliRunner().invoke(app, args)
+    assert result.exit_code == 1
+    assert f"{trans}:1: " in result.output and "over the limit of 2 s" in result.output
+    assert f"{trans}:2: " in result.output and "not a readable audio file" in result.output
+    assert f"{trans}:4: audio" in result.output and "does not exist" in result.output
+    assert "19-198-0009.flac:0: no line for this clip" in result.output
+    assert not (out / "manifest.jsonl").exists()
+
+    result = CliRunner().invoke(app, [*args, "--skip-bad"])
+    assert result.exit_code == 0, result.output
+    assert [ex.id for ex in read_manifest(out / "manifest.jsonl")] == ["19-198-0002"]
+    rejects = [json.loads(x) for x in (out / "rejects.jsonl").read_text().splitlines()]
+    assert len(rejects) == 4 and {r["line"] for r in rejects} == {0, 1, 2, 4}
+
+
+def test_csv_and_tsv_import(tmp_path: Path) -> None:
+    (tmp_path / "clips").mkdir()
+    _tone(tmp_path / "clips" / "a.wav", 0.8)
+    _tone(tmp_path / "clips" / "b.wav", 0.6, rate=8000)
+    (tmp_path / "list.csv").write_text('path,text\nclips/a.wav,"Hello, world."\nclips/b.wav,Good morning\n')
+    (tmp_path / "list.tsv").write_text("clips/a.wav\tHello there\n")
+
+    manifest, count, rejected = import_corpus("csv", tmp_path / "list.csv", tmp_path / "o1", progress=False)
+    assert (count, rejected) == (2, 0)
+    examples = read_manifest(manifest, check_audio=True)
+    assert [ex.response for ex in examples] == ["Hello, world.", "Good morning"]
+    assert [ex.transcript for ex in examples] == ["hello world", "good morning"]
+    assert sf.info(examples[1].audio).samplerate == SAMPLE_RATE
+
+    manifest, count, _ = import_corpus(
+        "csv", tmp_path / "list.tsv", tmp_path / "o2", reference=True, progress=False
+    )
+    (example,) = read_manifest(manifest)
+    assert (
+        count == 1 and Path(example.audio) == (tmp_path / "clips" / "a.wav").resolve()
+    )  # referenced in place
+
+
+def test_csv_missing_columns_and_files_are_reported(tmp_path: Path) -> None:
+    (tmp_path / "bad.csv").write_text("path,text\nnope.wav,hello\nonly-one-column\n")
+    with pytest.raises(ManifestError) as err:
+        import_corpus("csv", tmp_path / "bad.csv", tmp_path / "o", progress=False)
+    messages = [str(p) for p in err.value.problems]
+    assert any(":2: audio file" in m and "does not exist" in m for m in messages)
+    assert any(":3: expected path and text columns" in m for m in messages)
+
+
+def test_hf_disk_import(tmp_path: Path) -> None:
+    datasets = pytest.importorskip("datasets")
+    paths = [_tone(tmp_path / f"c{i}.wav", 0.5 + 0.25 * i, rate=[16000, 22050][i]) for i in range(2)]
+    table = datasets.Dataset.from_dict({"audio": [str(p) for p in paths], "sentence": ["red cat", "blue dog"]})
+    table = table.cast_column("audio", datasets.Audio())
+    datasets.DatasetDict({"test": table}).save_to_disk(str(tmp_path / "hf"))
+    for p in paths:
+        p.unlink()  # the saved dataset must carry the audio itself
+
+    result = CliRunner().invoke(
+        app, ["data", "import", "--from", "hf-disk", str(tmp_path / "hf"), "--out", str(tmp_path / "o")]
+    )
+    assert result.exit_code == 0, result.output
+    examples = read_manifest(tmp_path / "o" / "manifest.jsonl", check_audio=True)
+    assert [(ex.id, ex.transcript) for ex in examples] == [
+        ("test-000000", "red cat"),
+        ("test-000001", "blue dog"),
+    ]
+    assert examples[1].duration == pytest.approx(0.75, abs=0.01)
+
+
+def test_unknown_source_and_missing_path(tmp_path: Path) -> None:
+    result = CliRunner().invoke(
+        app, ["data", "import", "--from", "mp3s", str(tmp_path), "--out", str(tmp_path / "o")]
+    )
+    assert result.exit_code != 0
+    with pytest.raises(ValueError, match="not a LibriSpeech-style folder"):
+        import_corpus("librispeech", tmp_path, tmp_path / "o", progress=False)
+    with pytest.raises(FileNotFoundError, match="does not exist"):
+        import_corpus("csv", tmp_path / "nope.csv", tmp_path / "o", progress=False)

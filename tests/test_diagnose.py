@@ -1,0 +1,81 @@
+"""`aura diagnose`: per-layer alignment numbers checked against direct computation, the decoder probe,
+the JSON + plot it writes, and the CLI."""
+
+from __future__ import annotations
+
+import json
+import math
+import shutil
+from pathlib import Path
+
+import pytest
+import torch
+import torch.nn.functional as F
+from tiny_runs import TinyRuns, tiny_runs
+from typer.testing import CliRunner
+
+from aura.cli import app
+from aura.diagnose import diagnose, layer_alignment, run_folders
+from aura.distill import DistillHeads, linear_cka
+
+
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory: pytest.TempPathFactory) -> TinyRuns:
+    return tiny_runs(tmp_path_factory)
+
+
+def test_layer_alignment_matches_direct_computation() -> None:
+    torch.manual_seed(0)
+    heads = DistillHeads([(0, 0), (2, 1)], student_width=8, teacher_width=4)
+    heads.target_mean.normal_()
+    student = {0: [torch.randn(5, 8), torch.randn(3, 8)], 2: [torch.randn(5, 8), torch.randn(3, 8)]}
+    teacher = {0: [torch.randn(5, 4), torch.randn(3, 4)], 1: [torch.randn(5, 4), torch.randn(3, 4)]}
+    rows = layer_alignment(heads.pairs, student, teacher, heads)
+    x, y = torch.cat(student[2]), torch.cat(teacher[1])
+    with torch.no_grad():
+        prediction = heads.heads[1](x)
+    mean = heads.target_mean[1]
+    assert rows[1]["student"] == 2 and rows[1]["teacher"] == 1
+    assert rows[1]["cka"] == pytest.approx(float(linear_cka(x, y)), abs=1e-6)
+    assert rows[1]["cosine"] == pytest.approx(float(F.cosine_similarity(prediction, y).mean()), abs=1e-6)
+    centred = F.cosine_similarity(prediction - mean, y - mean).mean()
+    assert rows[1]["centred_cosine"] == pytest.approx(float(centred), abs=1e-6)
+    # without heads only the head-free measure is reported; identical states give CKA 1
+    same = layer_alignment([(0, 0)], {0: [y]}, {0: [y]}, None)
+    assert same == [{"student": 0, "teacher": 0, "cka": pytest.approx(1.0, abs=1e-5)}]
+
+
+def test_diagnose_writes_alignment_and_probe(runs: TinyRuns, tmp_path: Path) -> None:
+    assert run_folders(runs.aura / "final") == run_folders(runs.aura) == (runs.aura / "final", runs.aura)
+    result = diagnose(
+        runs.aura / "final", runs.manifest, tmp_path, limit=3, compare_untrained=True, progress=False
+    )
+    saved = json.loads((tmp_path / "alignment.json").read_text())
+    assert saved["clips"] == 3 and saved["heads"] == str(runs.aura / "heads.safetensors")
+    assert [(row["student"], row["teacher"]) for row in saved["layers"]] == [(0, 0), (1, 1), (2, 2)]
+    for row in saved["layers"]:
+        assert 0.0 <= row["cka"] <= 1.0 + 1e-6 and 0.0 <= row["untrained_cka"] <= 1.0 + 1e-6
+        for key in ("cosine", "centred_cosine", "mean_target_cosine"):
+            assert -1.0 <= row[key] <= 1.0
+    probe = saved["probe"]
+    assert probe["teacher_layer"] == 2 and probe["clips"] == 3 and len(probe["examples"]) == 3
+    assert all(math.isfinite(probe[k]) for k in ("student_wer", "teacher_pooled_wer", "teacher_wer"))
+    assert result["mean"]["cka"] == pytest.approx(sum(r["cka"] for r in saved["layers"]) / 3)
+    assert (tmp_path / "alignment.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_cli_diagnose_without_heads_reports_cka_only(runs: TinyRuns, tmp_path: Path) -> None:
+    run = tmp_path / "run"
+    shutil.copytree(runs.aura / "final", run / "final")  # a run whose heads.safetensors went missing
+    out = tmp_path / "out"
+    args = ["diagnose", "--model", str(run), "--data", str(runs.manifest), "--out", str(out), "--limit", "2"]
+    result = CliRunner().invoke(app, [*args, "--quiet"])
+    assert result.exit_code == 0, result.output
+    saved = json.loads((out / "alignment.json").read_text())
+    assert all(set(row) == {"student", "teacher", "cka"} for row in saved["layers"])
+    assert "heads.safetensors" in saved["note"] and "probe" not in saved
+    assert (out / "alignment.png").is_file()
+    # the bridge run is not an AuRA student: a clear refusal
+    result = CliRunner().invoke(app, ["diagnose", "--model", str(runs.bridge), *args[3:]])
+    assert result.exit_code != 0
+    assert "diagnose compares an AuRA student" in str(result.exception)

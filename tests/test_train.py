@@ -1,0 +1,239 @@
+from __future__ import annotations
+
+import csv
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from conftest import build_tiny_llm, build_tiny_teacher, build_tiny_tokenizer, make_manifest
+from safetensors import safe_open
+from safetensors.torch import load_file
+from typer.testing import CliRunner
+
+from aura.cli import app
+from aura.config import load_config
+from aura.distill import DistillHeads
+from aura.train import TrainError, TrainModule, train
+
+TINY = [
+    "model.lora_rank=4",
+    "model.lora_alpha=4",
+    "train.batch_size=4",
+    "train.warmup_steps=3",
+    "train.lr=3e-3",
+]
+
+
+def _config(manifest: Path, cache: Path, *extra: str):
+    return load_config(None, [f"data.train={manifest}", f"distill.cache_dir={cache}", *TINY, *extra])
+
+
+def _train(config, run_dir: Path, resume: bool = False) -> Path:
+    tokenizer = build_tiny_tokenizer()
+    return train(
+        config,
+        run_dir,
+        resume,
+        teacher=build_tiny_teacher(),
+        llm=build_tiny_llm(tokenizer),
+        tokenizer=tokenizer,
+        progress=False,
+    )
+
+
+def _rows(run_dir: Path) -> list[dict[str, str]]:
+    with (run_dir / "metrics.csv").open() as handle:
+        return list(csv.DictReader(handle))
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _one_thread():
+    """As conftest's `one_thread`, for the module-scoped runs too (tiny models: 1 thread is fastest)."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+@pytest.fixture(scope="module")
+def data(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+    root = tmp_path_factory.mktemp("train")
+    return make_manifest(root / "data"), root / "cache"
+
+
+@pytest.fixture(scope="module")
+def distill_run(data: tuple[Path, Path], tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """30 uninterrupted distillation steps, checkpoint every 10."""
+    run = tmp_path_factory.mktemp("runs") / "full"
+    _train(_config(*data, "train.max_steps=30", "train.save_every=10", "train.log_every=5"), run)
+    return run
+
+
+def test_distillation_loss_falls_and_alignment_rises(distill_run: Path) -> None:
+    rows = _rows(distill_run)
+    assert [int(r["step"]) for r in rows] == [5, 10, 15, 20, 25, 30]
+    first, last = rows[0], rows[-1]
+    assert float(last["distill_loss"]) < 0.6 * float(first["distill_loss"])
+    for layer in (0, 1, 2):  # N = teacher layers = 2: hidden states 0..2
+        assert float(last[f"cos_{layer}"]) > float(first[f"cos_{layer}"])
+        assert float(last[f"ccos_{layer}"]) > float(first[f"ccos_{layer}"])
+        assert f"cka_{layer}" in last
+    assert float(last["s_per_step"]) > 0 and float(last["tokens_per_s"]) > 0
+
+
+def test_run_dir_contents(distill_run: Path) -> None:
+    assert load_config(distill_run / "config.yaml").train.max_steps == 30
+    assert list((distill_run / "tb").rglob("events.out.tfevents*"))
+    final = distill_run / "final"
+    files = {p.name for p in final.iterdir()}
+    assert {
+        "aura_config.yaml",
+        "adapter_model.safetensors",
+        "adapter_config.json",
+        "audio_embedding.safetensors",
+    } <= files
+    for name in files:
+        if name.endswith(".safetensors"):
+            with safe_open(str(final / name), framework="pt") as handle:
+                keys = list(handle.keys())  # noqa: SIM118
+            assert keys and not any("head" in k or "encoder" in k or "whisper" in k for k in keys), name
+    heads = DistillHeads.load(distill_run / "heads.safetensors")
+    assert heads.pairs == [(0, 0), (1, 1), (2, 2)]
+    assert heads.target_norm.min() > 0 and heads.target_std.min() > 0
+
+
+def test_resume_reproduces_the_uninterrupted_run(
+    distill_run: Path, data: tuple[Path, Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    config = _config(*data, "train.max_steps=30", "train.save_every=10", "train.log_every=5")
+    calls = {"n": 0}
+    original = TrainModule.forward
+
+    def interrupted(self, *args, **kwargs):
+        calls["n"] += 1
+        if calls["n"] == 14:
+            raise KeyboardInterrupt
+        return original(self, *args, **kwargs)
+
+    monkeypatch.setattr(TrainModule, "forward", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        _train(config, tmp_path / "run")
+    monkeypatch.setattr(TrainModule, "forward", original)
+    assert not (tmp_path / "run" / "final").exists()
+    with pytest.raises(TrainError, match="--resume"):
+        _train(config, tmp_path / "run")
+    _train(config, tmp_path / "run", resume=True)  # continues from step 10
+    for name in ("adapter_model.safetensors", "audio_embedding.safetensors"):
+        want = load_file(distill_run / "final" / name)
+        got = load_file(tmp_path / "run" / "final" / name)
+        assert all(torch.allclose(want[k], got[k], atol=1e-6) for k in want), name
+    assert [r["step"] for r in _rows(tmp_path / "run")] == [r["step"] for r in _rows(distill_run)]
+
+
+def test_joint_stage_from_distilled_run_and_bridge(
+    distill_run: Path, data: tuple[Path, Path], tmp_path: Path
+) -> None:
+    joint = _config(
+        *data, "train.stage=joint", "train.max_steps=4", "train.log_every=2", f"train.init_from={distill_run}"
+    )
+    _train(joint, tmp_path / "joint")
+    rows = _rows(tmp_path / "joint")
+    assert float(rows[0]["lm_loss"]) > 0 and float(rows[0]["distill_loss"]) > 0
+    # starting from the distilled weights: the alignment is already where the distillation run ended
+    assert float(rows[0]["cos_2"]) > float(_rows(distill_run)[0]["cos_2"])
+    bridge = _config(
+        *data, "model.arch=bridge", "train.stage=joint", "train.max_steps=2", "train.log_every=1"
+    )
+    final = _train(bridge, tmp_path / "bridge")
+    assert (
+        float(_rows(tmp_path / "bridge")[-1]["lm_loss"]) > 0
+        and not (tmp_path / "bridge" / "heads.safetensors").exists()
+    )
+    with safe_open(str(final / "audio_embedding.safetensors"), framework="pt") as handle:
+        assert not any(k.startswith("encoder.") for k in handle.keys())  # noqa: SIM118
+
+
+def test_two_process_cpu_run_keeps_ranks_identical(data: tuple[Path, Path], tmp_path: Path) -> None:
+    script = tmp_path / "ddp.py"
+    script.write_text(
+        "import sys\n"
+        "from safetensors.torch import save_file\n"
+        "from conftest import build_tiny_llm, build_tiny_teacher, build_tiny_tokenizer\n"
+        "from aura.config import load_config\n"
+        "from aura.train import Trainer\n"
+        "out, overrides = sys.argv[1], sys.argv[2:]\n"
+        "tok = build_tiny_tokenizer()\n"
+        "trainer = Trainer(load_config(None, overrides), out, teacher=build_tiny_teacher(),\n"
+        "                  llm=build_tiny_llm(tok), tokenizer=tok, progress=False)\n"
+        "assert trainer.acc.num_processes == 2\n"
+        "trainer.run()\n"
+        "save_file(trainer._trainable(), f'{out}/rank{trainer.acc.process_index}.safetensors')\n"
+    )
+    manifest, cache = data
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).parent), "OMP_NUM_THREADS": "1"}
+    command = [
+        sys.executable,
+        "-m",
+        "accelerate.commands.launch",
+        "--multi_gpu",
+        "--num_processes",
+        "2",
+        "--num_machines",
+        "1",
+        "--mixed_precision",
+        "no",
+        "--dynamo_backend",
+        "no",
+        str(script),
+        str(tmp_path / "run"),
+        f"data.train={manifest}",
+        f"distill.cache_dir={cache}",
+        "train.max_steps=3",
+        "train.batch_size=2",
+        "train.log_every=1",
+        *TINY[:2],
+    ]
+    result = subprocess.run(command, env=env, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-3000:]
+    rank0, rank1 = (
+        load_file(tmp_path / "run" / "rank0.safetensors"),
+        load_file(tmp_path / "run" / "rank1.safetensors"),
+    )
+    assert rank0.keys() == rank1.keys() and all(torch.equal(rank0[k], rank1[k]) for k in rank0)
+    assert any(v.abs().sum() > 0 for k, v in rank0.items() if "lora_B" in k)  # trained: LoRA B starts at zero
+
+
+def test_cli_errors(tmp_path: Path) -> None:
+    runner = CliRunner()
+    result = runner.invoke(app, ["train", "--out", str(tmp_path / "r")])
+    assert result.exit_code != 0 and "data.train" in str(result.exception)
+    result = runner.invoke(
+        app, ["train", "--out", str(tmp_path / "r"), "--resume", f"data.train={tmp_path}/m.jsonl"]
+    )
+    assert result.exit_code != 0 and "no checkpoint" in str(result.exception)
+
+
+@pytest.mark.real
+def test_real_models_train_end_to_end(tmp_path: Path) -> None:
+    """SmolLM2-135M student + packaged whisper-tiny.en teacher, two distillation steps on two clips."""
+    manifest = make_manifest(tmp_path / "data", count=2)
+    config = load_config(
+        None,
+        [
+            f"data.train={manifest}",
+            f"distill.cache_dir={tmp_path / 'cache'}",
+            "train.max_steps=2",
+            "train.batch_size=2",
+            "train.log_every=1",
+            "model.lora_rank=8",
+            "model.lora_alpha=8",
+        ],
+    )
+    final = train(config, tmp_path / "run", progress=False)
+    rows = _rows(tmp_path / "run")
+    assert len(rows) == 2 and all(0 < float(r["distill_loss"]) < 2 for r in rows)
+    assert set(f"cos_{i}" for i in range(5)) <= set(rows[0])  # whisper-tiny.en: N = 4, states 0..4
+    assert (final / "adapter_model.safetensors").is_file()
