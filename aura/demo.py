@@ -38,11 +38,30 @@ class DemoBudget:
     test_qa: int
     distill_steps: int
     joint_steps: int
-    eval_limit: int
+    throughput_items: int
+    max_new_tokens: int
 
 
-QUICK = DemoBudget(train_asr=96, train_qa=48, test_asr=12, test_qa=12, distill_steps=60, joint_steps=25, eval_limit=24)
-FULL = DemoBudget(train_asr=480, train_qa=240, test_asr=40, test_qa=40, distill_steps=400, joint_steps=150, eval_limit=80)
+QUICK = DemoBudget(
+    train_asr=64,
+    train_qa=32,
+    test_asr=8,
+    test_qa=8,
+    distill_steps=60,
+    joint_steps=12,
+    throughput_items=8,
+    max_new_tokens=32,
+)
+FULL = DemoBudget(
+    train_asr=400,
+    train_qa=200,
+    test_asr=40,
+    test_qa=40,
+    distill_steps=400,
+    joint_steps=120,
+    throughput_items=16,
+    max_new_tokens=48,
+)
 
 
 class Stage:
@@ -84,7 +103,8 @@ def _synth_data(budget: DemoBudget, folder: Path) -> None:
             synthesize(task, n, folder / f"{split}-{task}", split=split, seed=0 if split == "train" else 1)
             for task, n in tasks
         ]
-        _merge(parts, folder / f"{split}.jsonl")
+        if split == "train":
+            _merge(parts, folder / "train.jsonl")
 
 
 def _train(recipe: str, run_dir: Path, overrides: list[str]) -> None:
@@ -111,7 +131,11 @@ def run_demo(out: str | Path = "aura-demo", quick: bool = False, fresh: bool = F
     stage.run(
         "2/6 distil Whisper into the LLM (distillation stage)",
         distill_run,
-        lambda: _train("demo.yaml", distill_run, [train_data, "train.stage=distill", f"train.max_steps={budget.distill_steps}"]),
+        lambda: _train(
+            "demo.yaml",
+            distill_run,
+            [train_data, "train.stage=distill", f"train.max_steps={budget.distill_steps}"],
+        ),
     )
     stage.run(
         "3/6 joint stage (distillation + LM)",
@@ -119,7 +143,12 @@ def run_demo(out: str | Path = "aura-demo", quick: bool = False, fresh: bool = F
         lambda: _train(
             "demo.yaml",
             joint_run,
-            [train_data, "train.stage=joint", f"train.max_steps={budget.joint_steps}", f"train.init_from={distill_run}"],
+            [
+                train_data,
+                "train.stage=joint",
+                f"train.max_steps={budget.joint_steps}",
+                f"train.init_from={distill_run}",
+            ],
         ),
     )
     stage.run(
@@ -136,12 +165,13 @@ def run_demo(out: str | Path = "aura-demo", quick: bool = False, fresh: bool = F
         "5/6 evaluate aura, cascade, bridge, text",
         eval_dir,
         lambda: run_eval(
-            data / "test.jsonl",
+            [data / "test-asr" / "manifest.jsonl", data / "test-context-qa" / "manifest.jsonl"],
             "aura,cascade,bridge,text",
             eval_dir,
             model=joint_run / "final",
             bridge_model=bridge_run / "final",
-            limit=budget.eval_limit,
+            throughput_items=budget.throughput_items,
+            max_new_tokens=budget.max_new_tokens,
         ),
     )
     stage.run(
@@ -176,7 +206,14 @@ def _print_summary(
     systems = report["systems"]
     cascade_ttft = systems.get("cascade", {}).get("latency", {}).get("ttft_ms_median")
     table = Table(title=f"AuRA demo — {report['n']} test examples, held-out voices and entities")
-    for column in ("system", "context-QA accuracy", "context-QA F1", "ASR WER", "TTFT ms", "speed-up vs cascade"):
+    for column in (
+        "system",
+        "context-QA accuracy",
+        "context-QA F1",
+        "ASR WER",
+        "TTFT ms",
+        "speed-up vs cascade",
+    ):
         table.add_column(column, justify="right" if column != "system" else "left")
     for name, entry in systems.items():
         metrics, latency = entry.get("metrics", {}), entry.get("latency", {})
@@ -195,13 +232,19 @@ def _print_summary(
     if layers:
         centred = [layer.get("centred_cosine") for layer in layers if layer.get("centred_cosine") is not None]
         if centred:
-            console.print(f"mean centred cosine student↔teacher over {len(centred)} layers: {sum(centred) / len(centred):.3f}")
+            console.print(
+                f"mean centred cosine student↔teacher over {len(centred)} layers: {sum(centred) / len(centred):.3f}"
+            )
     console.print("stage times: " + ", ".join(f"{k.split(' ', 1)[1]} {v:.0f} s" for k, v in times.items()))
     console.print(f"total {total / 60:.1f} min")
-    console.print(f"report: {root / 'eval' / 'report.md'}  plots: {root / 'eval'}/*.png, {root / 'diagnose' / 'alignment.png'}")
+    console.print(
+        f"report: {root / 'eval' / 'report.md'}  plots: {root / 'eval'}/*.png, {root / 'diagnose' / 'alignment.png'}"
+    )
     console.print(f"checkpoint: {joint_run / 'final'}")
     example = root / "data" / "test-context-qa" / "audio"
     clip = next(iter(sorted(example.glob("*.wav"))), example / "CLIP.wav")
     console.print("try it:")
-    console.print(f"  .venv/bin/aura generate --model {joint_run / 'final'} --audio {clip} --prompt 'Transcribe the audio.'")
+    console.print(
+        f"  .venv/bin/aura generate --model {joint_run / 'final'} --audio {clip} --prompt 'Transcribe the audio.'"
+    )
     console.print(f"  .venv/bin/aura serve --model {joint_run / 'final'} --port 8000")

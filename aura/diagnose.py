@@ -27,7 +27,6 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from tqdm import tqdm
-from transformers.modeling_outputs import BaseModelOutput
 
 from aura.config import AuraConfig, load_config
 from aura.data.manifest import AUDIO_PLACEHOLDER, read_manifest
@@ -129,15 +128,6 @@ def layer_alignment(
     return rows
 
 
-@torch.no_grad()
-def decode_states(teacher: Any, states: torch.Tensor, max_new_tokens: int) -> str:
-    """Greedy Whisper decoding (KV cache) of encoder states `(frames, d)` given instead of the encoder's."""
-    encoder = BaseModelOutput(last_hidden_state=states[None].to(teacher.device, teacher.dtype))
-    language = {} if teacher.is_english_only else {"language": "en", "task": "transcribe"}
-    ids = teacher.model.generate(encoder_outputs=encoder, max_new_tokens=max_new_tokens, **language)
-    return teacher.tokenizer.batch_decode(ids, skip_special_tokens=True)[0].strip()
-
-
 def _to_50hz(states: torch.Tensor, k: int, frames: int) -> torch.Tensor:
     return states.repeat_interleave(k, dim=0)[:frames]
 
@@ -170,8 +160,12 @@ def decoder_probe(
             {
                 "id": clip.id,
                 "reference": clip.reference,
-                "student": decode_states(teacher, _to_50hz(prediction, k, frames), cap),
-                "teacher_pooled": decode_states(teacher, _to_50hz(pooled_teacher[i], k, frames), cap),
+                "student": teacher.decode(
+                    encoder_states=_to_50hz(prediction, k, frames)[None], max_new_tokens=cap
+                )[0],
+                "teacher_pooled": teacher.decode(
+                    encoder_states=_to_50hz(pooled_teacher[i], k, frames)[None], max_new_tokens=cap
+                )[0],
                 "teacher": full[n],
             }
         )

@@ -1,4 +1,4 @@
-"""`aura eval`: AuRA against its baselines on one manifest, with accuracy and latency from the same run.
+"""`aura eval`: AuRA against its baselines on one or more manifests, accuracy and latency from one run.
 
 Every system answers through the same interface (`System.answer` for batches, `System.stream` for one
 example, yielding text as it is generated) and through the same decoding loop (`aura.infer.Decoding`:
@@ -81,11 +81,22 @@ class EvalItem:
         return self.prompt.replace(AUDIO_PLACEHOLDER, transcript)
 
 
-def load_items(manifest: str | Path, limit: int | None = None) -> list[EvalItem]:
-    """Read a manifest (bad lines fail with their line numbers) and decode the first `limit` clips."""
-    examples = read_manifest(manifest)
-    if limit is not None:
-        examples = examples[:limit]
+def load_items(manifests: str | Path | Sequence[str | Path], limit: int | None = None) -> list[EvalItem]:
+    """Read one or more manifests (bad lines fail with their line numbers) and decode their clips.
+
+    Several manifests (e.g. the `asr` and `context-qa` test splits) make one evaluation set; `limit`
+    keeps the first N examples of each, so every task stays represented.
+    """
+    paths = [manifests] if isinstance(manifests, str | Path) else list(manifests)
+    if not paths:
+        raise EvalError("no manifest given; pass --data MANIFEST (repeat it for several).")
+    examples = []
+    for path in paths:
+        examples += read_manifest(path)[:limit]
+    seen: dict[str, int] = Counter(ex.id for ex in examples)
+    repeated = sorted(ex_id for ex_id, count in seen.items() if count > 1)
+    if repeated:
+        raise EvalError(f"example id(s) {repeated[:5]} appear in more than one manifest; ids must be unique.")
     return [EvalItem.from_example(ex) for ex in examples]
 
 
@@ -462,13 +473,13 @@ def write_report(
             for r in reports
         },
     }
-    (out / "report.json").write_text(json.dumps(report, indent=2))
     (out / "report.md").write_text(_markdown(reports, len(items), data))
     with (out / "predictions.jsonl").open("w", encoding="utf-8") as handle:
         for r in reports:
             for rec in r.records:
                 handle.write(json.dumps({"system": r.name, **asdict(rec)}) + "\n")
     report["plots"] = [str(p) for p in _plots(reports, out)]
+    (out / "report.json").write_text(json.dumps(report, indent=2))
     return report
 
 
@@ -615,7 +626,7 @@ def parse_systems(spec: str | Sequence[str]) -> dict[str, str | None]:
 
 
 def run_eval(
-    data: str | Path,
+    data: str | Path | Sequence[str | Path],
     systems: str | Sequence[str],
     out: str | Path,
     *,
@@ -629,7 +640,7 @@ def run_eval(
     throughput_items: int = 16,
     progress: bool = True,
 ) -> dict[str, Any]:
-    """`aura eval`: evaluate each system on the manifest, then write the report, table and plots."""
+    """`aura eval`: evaluate each system on the manifest(s), then write the report, table and plots."""
     names = parse_systems(systems)
     if "aura" in names and model is None:
         raise EvalError("the `aura` system needs --model RUN_DIR (a checkpoint from `aura train`).")
@@ -648,4 +659,5 @@ def run_eval(
     for name in names:
         reports.append(evaluate_system(factory.build(name), items, throughput_items, progress))
         factory.release(name)
-    return write_report(reports, items, str(data), Path(out))
+    label = str(data) if isinstance(data, str | Path) else ", ".join(map(str, data))
+    return write_report(reports, items, label, Path(out))

@@ -15,6 +15,7 @@ import torch
 from transformers import AutoConfig, WhisperForConditionalGeneration, WhisperTokenizer
 from transformers.cache_utils import DynamicCache, EncoderDecoderCache
 from transformers.generation import LogitsProcessor, LogitsProcessorList
+from transformers.modeling_outputs import BaseModelOutput
 
 from aura.features import (
     SAMPLES_PER_ENCODER_FRAME,
@@ -151,6 +152,46 @@ class Teacher:
         return result[0] if single else result
 
     @torch.no_grad()
+    def decode(
+        self,
+        mel: torch.Tensor | None = None,
+        *,
+        encoder_states: torch.Tensor | None = None,
+        beam_size: int = 1,
+        max_new_tokens: int = DEFAULT_MAX_NEW_TOKENS,
+    ) -> list[str]:
+        """English texts decoded from padded log-mels `(B, n_mels, 3000)`, or from final encoder states
+        `(B, T, d)` given instead (e.g. a student's states, for a decoder probe)."""
+        if self.tokenizer is None:
+            raise ValueError(f"teacher {self.name} has no tokenizer; load it with load_teacher() to decode")
+        if beam_size < 1:
+            raise ValueError(f"beam_size must be at least 1, got {beam_size}")
+        if (mel is None) == (encoder_states is None):
+            raise ValueError("give exactly one of mel and encoder_states")
+        options: dict = {} if self.is_english_only else {"language": "en", "task": "transcribe"}
+        if encoder_states is not None:
+            states = encoder_states.to(self.device, self.dtype)
+            options["encoder_outputs"] = BaseModelOutput(last_hidden_state=states)
+        else:
+            options["input_features"] = self._mel(mel)
+        if beam_size > 1:
+            config = self.model.config
+            options["past_key_values"] = _BeamSharedCrossCache(
+                DynamicCache(config=config), DynamicCache(config=config)
+            )
+        gen = self.model.generation_config
+        ids = self.model.generate(
+            num_beams=beam_size,
+            max_new_tokens=max_new_tokens,
+            suppress_tokens=None,
+            begin_suppress_tokens=None,
+            logits_processor=LogitsProcessorList(
+                [_SuppressTokens(gen.suppress_tokens or [], gen.begin_suppress_tokens or [])]
+            ),
+            **options,
+        )
+        return [text.strip() for text in self.tokenizer.batch_decode(ids, skip_special_tokens=True)]
+
     def transcribe(
         self,
         wave: Wave | Sequence[Wave],
@@ -159,37 +200,14 @@ class Teacher:
         batch_size: int = 8,
     ) -> str | list[str]:
         """English transcript of one waveform (a list of waveforms gives a list), decoded in 30-s windows."""
-        if self.tokenizer is None:
-            raise ValueError(
-                f"teacher {self.name} has no tokenizer; load it with load_teacher() to transcribe"
-            )
-        if beam_size < 1:
-            raise ValueError(f"beam_size must be at least 1, got {beam_size}")
         waves, single = self._prepare(wave)
         windows, owners = self._split(waves)
-        options: dict = {} if self.is_english_only else {"language": "en", "task": "transcribe"}
-        gen = self.model.generation_config
         pieces: list[list[str]] = [[] for _ in waves]
         for first in range(0, len(windows), batch_size):
             batch = windows[first : first + batch_size]
-            if beam_size > 1:
-                config = self.model.config
-                options["past_key_values"] = _BeamSharedCrossCache(
-                    DynamicCache(config=config), DynamicCache(config=config)
-                )
-            ids = self.model.generate(
-                self._mel(log_mel_batch(batch, n_mels=self.n_mels)),
-                num_beams=beam_size,
-                max_new_tokens=max_new_tokens,
-                suppress_tokens=None,
-                begin_suppress_tokens=None,
-                logits_processor=LogitsProcessorList(
-                    [_SuppressTokens(gen.suppress_tokens or [], gen.begin_suppress_tokens or [])]
-                ),
-                **options,
-            )
-            for j, text in enumerate(self.tokenizer.batch_decode(ids, skip_special_tokens=True)):
-                pieces[owners[first + j]].append(text.strip())
+            mel = log_mel_batch(batch, n_mels=self.n_mels)
+            for j, text in enumerate(self.decode(mel, beam_size=beam_size, max_new_tokens=max_new_tokens)):
+                pieces[owners[first + j]].append(text)
         texts = [" ".join(p for p in clip if p) for clip in pieces]
         return texts[0] if single else texts
 

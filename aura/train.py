@@ -425,6 +425,7 @@ class Trainer:
                     self.optimizer.zero_grad()
                 for key, value in out.items():
                     window.setdefault(key, []).append(float(value.detach()))
+            self.step_lrs = self.scheduler.get_last_lr()  # the rates this step used
             self.scheduler.step()
             self.step += 1
             bar.update(1)
@@ -448,9 +449,9 @@ class Trainer:
         means = {k: float(np.mean(v)) for k, v in window.items()}
         keys = sorted(means)
         reduced = self.acc.reduce(torch.tensor([means[k] for k in keys]), reduction="mean")
-        row: dict[str, float] = {"step": self.step, "lr": self.scheduler.get_last_lr()[0]}
-        if len(self.scheduler.get_last_lr()) > 1:
-            row["head_lr"] = self.scheduler.get_last_lr()[1]
+        row: dict[str, float] = {"step": self.step, "lr": self.step_lrs[0]}
+        if len(self.step_lrs) > 1:
+            row["head_lr"] = self.step_lrs[1]
         row.update({k: float(v) for k, v in zip(keys, reduced, strict=True)})
         row["tokens_per_s"] = (
             row.pop("tokens") * self.acc.num_processes * self.config.train.grad_accum / seconds_per_step

@@ -22,7 +22,9 @@ CONTEXT = (
 def run(repeats: int = 10, model: str | None = None, bridge_model: str | None = None) -> dict:
     wave = clips(5.0)
     item = EvalItem(id="q", task="context-qa", prompt=CONTEXT, response="", transcript="", wave=wave)
-    factory = SystemFactory(model=checkpoint("aura", model), bridge_model=checkpoint("bridge", bridge_model), max_new_tokens=16)
+    factory = SystemFactory(
+        model=checkpoint("aura", model), bridge_model=checkpoint("bridge", bridge_model), max_new_tokens=16
+    )
     systems = [factory.build(name) for name in ("aura", "cascade", "bridge")]
     ttft: dict[str, list[float]] = {s.name: [] for s in systems}
     total: dict[str, list[float]] = {s.name: [] for s in systems}
@@ -45,7 +47,9 @@ def run(repeats: int = 10, model: str | None = None, bridge_model: str | None = 
     cascade_ttft = result["ttft"]["cascade"]["median_ms"]
     cascade_total = result["total"]["cascade"]["median_ms"]
     result["ttft_speedup_vs_cascade"] = {n: cascade_ttft / v["median_ms"] for n, v in result["ttft"].items()}
-    result["total_speedup_vs_cascade"] = {n: cascade_total / v["median_ms"] for n, v in result["total"].items()}
+    result["total_speedup_vs_cascade"] = {
+        n: cascade_total / v["median_ms"] for n, v in result["total"].items()
+    }
     write_result("latency", result)
     return result
 

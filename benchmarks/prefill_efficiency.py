@@ -44,18 +44,32 @@ def run(model: str | None = None, repeats: int = 10) -> dict:
         def prefill(request=request) -> None:
             with torch.inference_mode():
                 batch = aura.prefill([request])
-                llm(inputs_embeds=batch.embeds, attention_mask=batch.mask, position_ids=batch.positions, logits_to_keep=1)
+                llm(
+                    inputs_embeds=batch.embeds,
+                    attention_mask=batch.mask,
+                    position_ids=batch.positions,
+                    logits_to_keep=1,
+                )
 
         tokens = aura.prefill([request]).embeds.shape[1]
         stats = timed(prefill, repeats=repeats, warmup=2)
         flops = 2 * (per_token * tokens + head)
-        rows.append({"audio_seconds": seconds, "tokens": tokens, "prefill": stats, "achieved_flops": flops / (stats["median_ms"] / 1000)})
+        rows.append(
+            {
+                "audio_seconds": seconds,
+                "tokens": tokens,
+                "prefill": stats,
+                "achieved_flops": flops / (stats["median_ms"] / 1000),
+            }
+        )
     start = time.perf_counter()
     machine = matmul_flops([(1024, 1024, 1024), (512, d, ff), (512, ff, d), (512, d, d)])
     peak = max(machine.values())
     for row in rows:
         row["fraction_of_matmul_peak"] = row["achieved_flops"] / peak
-        print(f"{row['audio_seconds']} s audio, {row['tokens']} tokens: {row['achieved_flops'] / 1e9:.1f} GFLOP/s = {row['fraction_of_matmul_peak']:.0%} of matmul peak")
+        print(
+            f"{row['audio_seconds']} s audio, {row['tokens']} tokens: {row['achieved_flops'] / 1e9:.1f} GFLOP/s = {row['fraction_of_matmul_peak']:.0%} of matmul peak"
+        )
     result = {
         "params_per_token": per_token,
         "matmul_flops": machine,

@@ -17,11 +17,20 @@ SECONDS = (1, 2, 5, 10, 20, 30, 60)
 
 
 def run(repeats: int = 3, model: str | None = None, bridge_model: str | None = None) -> dict:
-    factory = SystemFactory(model=checkpoint("aura", model), bridge_model=checkpoint("bridge", bridge_model), max_new_tokens=1)
+    factory = SystemFactory(
+        model=checkpoint("aura", model), bridge_model=checkpoint("bridge", bridge_model), max_new_tokens=1
+    )
     systems = [factory.build(name) for name in ("aura", "cascade", "bridge")]
     rows = []
     for seconds in SECONDS:
-        item = EvalItem(id=f"{seconds}s", task="asr", prompt="Transcribe the audio.", response="", transcript="", wave=clips(seconds))
+        item = EvalItem(
+            id=f"{seconds}s",
+            task="asr",
+            prompt="Transcribe the audio.",
+            response="",
+            transcript="",
+            wave=clips(seconds),
+        )
         row: dict = {"audio_seconds": seconds}
         for system in systems:
             timed_stream(system, item)  # warm-up at this length

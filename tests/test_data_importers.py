@@ -117,7 +117,9 @@ def test_csv_missing_columns_and_files_are_reported(tmp_path: Path) -> None:
 def test_hf_disk_import(tmp_path: Path) -> None:
     datasets = pytest.importorskip("datasets")
     paths = [_tone(tmp_path / f"c{i}.wav", 0.5 + 0.25 * i, rate=[16000, 22050][i]) for i in range(2)]
-    table = datasets.Dataset.from_dict({"audio": [str(p) for p in paths], "sentence": ["red cat", "blue dog"]})
+    table = datasets.Dataset.from_dict(
+        {"audio": [str(p) for p in paths], "sentence": ["red cat", "blue dog"]}
+    )
     table = table.cast_column("audio", datasets.Audio())
     datasets.DatasetDict({"test": table}).save_to_disk(str(tmp_path / "hf"))
     for p in paths:

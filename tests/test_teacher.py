@@ -83,6 +83,15 @@ def test_transcribe_a_folder_teacher_single_and_batched(tmp_path: Path) -> None:
     texts = teacher.transcribe(waves, max_new_tokens=5)
     assert isinstance(texts, list) and len(texts) == 2 and all(isinstance(t, str) for t in texts)
     assert teacher.transcribe(waves[0], max_new_tokens=5) == texts[0]
+    # the decoder probe path: decoding the encoder's final states gives the same text as the mel
+    mel = log_mel_batch(waves[:1])
+    states = teacher.encode_mel(mel)[-1]
+    assert teacher.decode(encoder_states=states, max_new_tokens=5) == teacher.decode(mel, max_new_tokens=5)
+    assert teacher.decode(mel, beam_size=2, max_new_tokens=5)[0] == teacher.transcribe(
+        waves[0], beam_size=2, max_new_tokens=5
+    )
+    with pytest.raises(ValueError, match="exactly one of mel and encoder_states"):
+        teacher.decode(mel, encoder_states=states)
     with pytest.raises(ValueError, match="beam_size"):
         teacher.transcribe(waves[0], beam_size=0)
 

@@ -237,3 +237,19 @@ def test_real_models_train_end_to_end(tmp_path: Path) -> None:
     assert len(rows) == 2 and all(0 < float(r["distill_loss"]) < 2 for r in rows)
     assert set(f"cos_{i}" for i in range(5)) <= set(rows[0])  # whisper-tiny.en: N = 4, states 0..4
     assert (final / "adapter_model.safetensors").is_file()
+
+
+def test_heads_only_warmup_leaves_the_student_untouched(data: tuple[Path, Path], tmp_path: Path) -> None:
+    config = _config(
+        *data,
+        "train.max_steps=2",
+        "train.log_every=1",
+        "train.head_warmup_steps=2",
+        "train.grad_accum=2",
+        "train.bf16=true",
+    )
+    final = _train(config, tmp_path / "run")
+    adapter = load_file(final / "adapter_model.safetensors")
+    assert all(not v.any() for k, v in adapter.items() if "lora_B" in k)  # LoRA B starts at zero, still zero
+    rows = _rows(tmp_path / "run")
+    assert float(rows[-1]["lr"]) == 0 and float(rows[-1]["head_lr"]) > 0  # while the heads do learn

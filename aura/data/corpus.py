@@ -3,7 +3,7 @@
 WordNet ships offline in Debian's `wordnet-base` package (`apt-get install wordnet-base`) under the
 WordNet 3.0 licence (Princeton University; free use, copy, modify and distribute with the copyright
 notice kept). Its ~48,000 example sentences were written by lexicographers to show ordinary usage,
-which makes them short, varied, natural English: good material for a speech model to transcribe.
+which makes them short, varied, natural English; the ~8,000 made only of everyday words are used.
 """
 
 from __future__ import annotations

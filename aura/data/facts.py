@@ -23,9 +23,10 @@ MIN_CITY_POPULATION = 2_000_000
 CITIES_PER_COUNTRY = 3
 # GeoNames rows that are not (or no longer) sovereign countries with a clear capital.
 _EXCLUDED = {"CS", "PS", "HK", "PR", "XK"}
-_RENAMED = {"NL": "Netherlands", "TL": "East Timor"}
+# Names as an English speaker says them (and as espeak can pronounce them).
+_RENAMED = {"NL": "Netherlands", "TL": "East Timor", "CZ": "Czech Republic"}
 # Names read with "the" inside a sentence ("the capital of the Netherlands").
-_WITH_ARTICLE = {"US", "GB", "NL", "PH", "CD", "CG", "DO", "CF", "AE", "GM"}
+_WITH_ARTICLE = {"US", "GB", "NL", "PH", "CD", "CG", "DO", "CF", "AE", "GM", "CZ"}
 
 
 def ascii_text(text: str) -> str:
@@ -138,13 +139,13 @@ QUESTIONS: dict[str, tuple[str, ...]] = {
         "On which continent is {ref}?",
         "Which continent is {ref} in?",
         "{Ref} lies on which continent?",
-        "What continent would I travel to to visit {ref}?",
+        "On what continent can you find {ref}?",
     ),
     "currency": (
-        "What currency is used in {ref}?",
         "What is the currency of {ref}?",
-        "Which money do people pay with in {ref}?",
         "What currency does {ref} use?",
+        "Tell me the currency of {ref}.",
+        "What money do people use in {ref}?",
     ),
     "language": (
         "What language is spoken in {ref}?",
@@ -156,7 +157,7 @@ QUESTIONS: dict[str, tuple[str, ...]] = {
         "How many people live in {ref}?",
         "What is the population of {ref}?",
         "Roughly how many people does {ref} have?",
-        "How large is the population of {ref}?",
+        "Tell me the population of {ref}.",
     ),
     "city-country": (
         "Which country is {city} in?",
