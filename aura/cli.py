@@ -27,8 +27,11 @@ err_console = Console(stderr=True)
 
 def quiet_libraries() -> None:
     """Silence transformers' per-load progress bars and generation warnings: the commands report progress."""
+    import warnings
+
     from transformers.utils import logging as hf_logging
 
+    warnings.filterwarnings("ignore", category=FutureWarning, module="transformers")
     hf_logging.set_verbosity_error()
     hf_logging.disable_progress_bar()
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import shutil
+import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -118,7 +119,7 @@ def run_demo(out: str | Path = "aura-demo", quick: bool = False, fresh: bool = F
     from aura.diagnose import diagnose
     from aura.evaluate import run_eval
 
-    console = Console()
+    console = Console(width=None if sys.stdout.isatty() else 120)
     budget = QUICK if quick else FULL
     root = Path(out)
     root.mkdir(parents=True, exist_ok=True)
@@ -221,9 +222,9 @@ def _print_summary(
         speedup = cascade_ttft / ttft if cascade_ttft and ttft else None
         table.add_row(
             name,
-            _fmt(_headline(metrics, "context-qa", "accuracy")),
+            _fmt(_headline(metrics, "context-qa", "contained")),
             _fmt(_headline(metrics, "context-qa", "f1")),
-            _fmt(_headline(metrics, "asr", "wer")),
+            _fmt(_headline(metrics, "asr", "wer"), "{:.0%}"),
             _fmt(ttft, "{:.0f}"),
             _fmt(speedup, "{:.2f}×"),
         )

@@ -4,14 +4,12 @@ The distillation-only stage runs the first N blocks on the prompt up to its audi
 the whole LLM on prompt + response plus the LM head on the response. Their ratio is what the
 distill-first schedule saves per step. Writes `benchmarks/results/train_step.json`.
 
-    .venv/bin/python benchmarks/train_step.py [--llm smollm2-135m-instruct] [--teacher whisper-tiny.en]
+    .venv/bin/python -m benchmarks.train_step [--llm smollm2-135m-instruct] [--teacher whisper-tiny.en]
 """
 
 from __future__ import annotations
 
 import argparse
-import json
-import platform
 import statistics
 import tempfile
 import time
@@ -28,24 +26,23 @@ from aura.student import AuraStudent
 from aura.teacher import load_teacher
 from aura.teacher_cache import TeacherCache
 from aura.train import TrainModule
+from benchmarks.common import write_result
 
-RESULTS = Path(__file__).parent / "results" / "train_step.json"
 
-
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--llm", default=AuraConfig().model.llm)
-    parser.add_argument("--teacher", default=AuraConfig().model.teacher)
-    parser.add_argument("--batch-size", type=int, default=8)
-    parser.add_argument("--steps", type=int, default=5, help="timed steps per stage (after one warm-up step)")
-    parser.add_argument("--k", type=int, default=AuraConfig().model.k)
-    parser.add_argument("--out", type=Path, default=RESULTS)
-    args = parser.parse_args()
-
+def run(
+    llm: str | None = None,
+    teacher: str | None = None,
+    batch_size: int = 8,
+    steps: int = 5,
+    k: int | None = None,
+) -> dict:
+    """Median step time of each stage on the same batch; writes results/train_step.json."""
     config = AuraConfig()
-    config.model.llm, config.model.teacher, config.model.k = args.llm, args.teacher, args.k
+    config.model.llm = llm or config.model.llm
+    config.model.teacher = teacher or config.model.teacher
+    config.model.k = k or config.model.k
     with tempfile.TemporaryDirectory() as tmp:
-        manifest = synthesize("asr", args.batch_size, Path(tmp) / "clips", seed=7, progress=False)
+        manifest = synthesize("asr", batch_size, Path(tmp) / "clips", seed=7, progress=False)
         examples = read_manifest(manifest)
         waves = [load_audio(ex.audio) for ex in examples]
         teacher = load_teacher(config.model.teacher)
@@ -67,7 +64,7 @@ def main() -> None:
         for stage in ("distill", "joint"):
             config.train.stage = stage
             times, tokens = [], 0.0
-            for i in range(args.steps + 1):
+            for i in range(steps + 1):
                 start = time.perf_counter()
                 out = module(prompts, mels, responses, targets)
                 out["loss"].backward()
@@ -85,23 +82,32 @@ def main() -> None:
             print(f"{stage}: {step:.3f} s/step, {tokens:.0f} tokens/step, {tokens / step:.0f} tokens/s")
 
     report = {
-        "llm": args.llm,
-        "teacher": args.teacher,
-        "k": args.k,
+        "llm": config.model.llm,
+        "teacher": config.model.teacher,
+        "k": config.model.k,
         "lora_layers": student.num_blocks,
         "lora_rank": config.model.lora_rank,
-        "batch_size": args.batch_size,
-        "timed_steps": args.steps,
-        "torch_threads": torch.get_num_threads(),
-        "machine": platform.processor() or platform.machine(),
+        "batch_size": batch_size,
+        "timed_steps": steps,
         "distill_step_s": results["distill"]["seconds_per_step"],
         "joint_step_s": results["joint"]["seconds_per_step"],
         "joint_over_distill": results["joint"]["seconds_per_step"] / results["distill"]["seconds_per_step"],
         "stages": results,
     }
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(report, indent=2) + "\n")
-    print(f"joint / distill step time: {report['joint_over_distill']:.2f}x -> {args.out}")
+    print(f"joint / distill step time: {report['joint_over_distill']:.2f}x")
+    write_result("train_step", report)
+    return report
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--llm")
+    parser.add_argument("--teacher")
+    parser.add_argument("--batch-size", type=int, default=8)
+    parser.add_argument("--steps", type=int, default=5, help="timed steps per stage (after one warm-up step)")
+    parser.add_argument("--k", type=int)
+    args = parser.parse_args()
+    run(args.llm, args.teacher, args.batch_size, args.steps, args.k)
 
 
 if __name__ == "__main__":
