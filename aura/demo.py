@@ -44,22 +44,22 @@ class DemoBudget:
 
 
 QUICK = DemoBudget(
-    train_asr=64,
-    train_qa=32,
-    test_asr=8,
-    test_qa=8,
-    distill_steps=60,
-    joint_steps=12,
+    train_asr=48,
+    train_qa=24,
+    test_asr=6,
+    test_qa=6,
+    distill_steps=40,
+    joint_steps=10,
     throughput_items=8,
-    max_new_tokens=32,
+    max_new_tokens=24,
 )
 FULL = DemoBudget(
-    train_asr=400,
-    train_qa=200,
-    test_asr=40,
-    test_qa=40,
-    distill_steps=400,
-    joint_steps=120,
+    train_asr=320,
+    train_qa=160,
+    test_asr=24,
+    test_qa=24,
+    distill_steps=300,
+    joint_steps=80,
     throughput_items=16,
     max_new_tokens=48,
 )

@@ -6,6 +6,8 @@ import argparse
 import importlib
 import time
 
+from aura.cli import quiet_libraries
+
 BENCHMARKS = ("train_step", "prefill_efficiency", "latency", "scaling")
 
 
@@ -13,6 +15,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--only", action="append", choices=BENCHMARKS, help="run just this one (repeatable)")
     args = parser.parse_args()
+    quiet_libraries()
     for name in args.only or BENCHMARKS:
         start = time.perf_counter()
         print(f"== {name}")

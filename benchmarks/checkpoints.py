@@ -7,6 +7,7 @@ demo's trained checkpoints when they exist and otherwise trains one step of each
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import numpy as np
@@ -17,7 +18,7 @@ from aura.features import load_audio
 from aura.train import train
 
 WORK = Path(__file__).parent / "work"
-DEMO = Path("aura-demo")
+DEMO = Path(os.environ.get("AURA_DEMO_DIR", "aura-demo"))  # where `aura demo` left its runs
 
 
 def clips(seconds: float, folder: Path = WORK / "speech") -> np.ndarray:

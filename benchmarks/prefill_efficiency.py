@@ -36,7 +36,7 @@ def run(model: str | None = None, repeats: int = 10) -> dict:
     embed = llm.get_input_embeddings().weight.numel()
     head = config.vocab_size * d
     per_token = sum(p.numel() for p in llm.parameters()) - embed - (0 if config.tie_word_embeddings else head)
-    per_token += sum(p.numel() for p in aura.student.embedding.parameters()) // max(1, aura.student.config.k)
+    per_token += sum(p.numel() for p in aura.student.audio.parameters()) // max(1, aura.student.config.k)
     rows = []
     for seconds in (5, 30):
         request = aura.request(clips(seconds), "Transcribe the audio.")
