@@ -49,7 +49,7 @@ def main() -> None:
     except (ValueError, OSError) as err:
         if os.environ.get("AURA_DEBUG"):
             raise
-        err_console.print(f"[bold red]error:[/] {err}", highlight=False)
+        err_console.print(f"[bold red]error:[/] {err}", highlight=False, soft_wrap=True)
         sys.exit(1)
 
 
@@ -402,7 +402,7 @@ def data_import(
             source, src, out, max_seconds=max_seconds, skip_bad=skip_bad, reference=reference
         )
     except ImportError as err:  # the optional `datasets` package, with the install hint in the message
-        err_console.print(f"[bold red]error:[/] {err}", highlight=False)
+        err_console.print(f"[bold red]error:[/] {err}", highlight=False, soft_wrap=True)
         raise typer.Exit(1) from err
     except ManifestError as err:
         for problem in err.problems:
@@ -443,3 +443,7 @@ def bench(
         )
     args = [arg for name in only or [] for arg in ("--only", name)]
     raise typer.Exit(subprocess.run([sys.executable, "-m", "benchmarks", *args], cwd=root).returncode)
+
+
+if __name__ == "__main__":
+    main()
