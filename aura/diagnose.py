@@ -32,7 +32,7 @@ from aura.config import AuraConfig, load_config
 from aura.data.manifest import AUDIO_PLACEHOLDER, read_manifest
 from aura.distill import HEADS_FILE, DistillHeads, layer_map, linear_cka
 from aura.features import encoder_frames, load_audio
-from aura.infer import _checkpoint_folder
+from aura.infer import checkpoint_folder
 from aura.metrics import error_rates
 from aura.student import AuraStudent
 from aura.teacher_cache import pool_frames
@@ -50,7 +50,7 @@ class Clip:
 
 def run_folders(model: str | Path) -> tuple[Path, Path]:
     """(inference checkpoint folder, run directory) for `--model` given as RUN_DIR or RUN_DIR/final."""
-    folder = _checkpoint_folder(model)
+    folder = checkpoint_folder(model)
     run_dir = folder.parent if folder.name == "final" else folder
     return folder, run_dir
 

@@ -34,7 +34,7 @@ from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from aura.data.manifest import AUDIO_PLACEHOLDER, Example, read_manifest
 from aura.features import SAMPLE_RATE, load_audio
-from aura.infer import AuraModel, Decoding, GenerationRequest, _checkpoint_folder, stop_token_ids
+from aura.infer import AuraModel, Decoding, GenerationRequest, checkpoint_folder, stop_token_ids
 from aura.metrics import error_rates, qa_scores
 from aura.student import CONFIG_FILE, StudentBatch, span_attention_mask
 
@@ -533,7 +533,7 @@ class SystemFactory:
     def inspect(self, name: str) -> None:
         """Read a checkpoint's config (cheap, no weights): check its architecture, adopt or check its models."""
         path = self._path(name)
-        meta = yaml.safe_load((_checkpoint_folder(path) / CONFIG_FILE).read_text())["model"]
+        meta = yaml.safe_load((checkpoint_folder(path) / CONFIG_FILE).read_text())["model"]
         arch = meta.get("arch", "aura")
         if name in ("aura", "bridge") and arch != name:
             raise EvalError(f"{path}: a checkpoint of the `{arch}` architecture, not `{name}`.")

@@ -214,7 +214,7 @@ def stop_token_ids(llm: PreTrainedModel, tokenizer: PreTrainedTokenizerBase) -> 
     return ids
 
 
-def _checkpoint_folder(name_or_path: str | Path) -> Path:
+def checkpoint_folder(name_or_path: str | Path) -> Path:
     """A folder holding `aura_config.yaml`: the path itself, RUN_DIR/final, or a registered checkpoint name."""
     path = Path(name_or_path).expanduser()
     if path.is_dir():
@@ -228,7 +228,7 @@ def _checkpoint_folder(name_or_path: str | Path) -> Path:
     # a shipped checkpoint's registry name (issue 8): the registry maps it to its folder
     resolve = getattr(registry, "resolve_checkpoint", None)
     if resolve is not None and not path.is_absolute() and len(path.parts) == 1:
-        return _checkpoint_folder(resolve(str(name_or_path)))
+        return checkpoint_folder(resolve(str(name_or_path)))
     raise CheckpointError(
         f"{name_or_path!r}: no such checkpoint folder. Give a RUN_DIR from `aura train`, its final/ folder, "
         "or a folder written by `aura export`."
@@ -272,7 +272,7 @@ class AuraModel:
         `merge=True` folds LoRA into the LLM weights (fastest). `merge=False` keeps the adapter apart so
         that requests without audio run the untouched base LLM.
         """
-        folder = _checkpoint_folder(name_or_path)
+        folder = checkpoint_folder(name_or_path)
         if not (folder / "adapter_config.json").is_file() and (folder / "config.json").is_file():
             student = _load_merged(folder, dtype, device)
         elif (folder / "llm").is_dir():  # `aura export` without --merge: base LLM shipped alongside

@@ -232,7 +232,13 @@ class AuraStudent(nn.Module):
         missing, _ = audio.load_state_dict(load_file(path / EMBEDDING_FILE), strict=False)
         if any(not name.startswith("encoder.") for name in missing):
             raise CheckpointError(f"{path / EMBEDDING_FILE}: missing weights {missing}.")
-        peft_llm = PeftModel.from_pretrained(llm, path)
+        try:
+            peft_llm = PeftModel.from_pretrained(llm, path)
+        except RuntimeError as err:  # shape mismatch: the adapter was trained on another base LLM
+            raise CheckpointError(
+                f"{path}: the LoRA adapter does not fit the base LLM {config.llm!r} named in its config "
+                f"({str(err).splitlines()[0]}). Point model.llm at the LLM the run was trained with."
+            ) from err
         student = cls(
             peft_llm,
             tokenizer,
