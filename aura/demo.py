@@ -72,15 +72,16 @@ class Stage:
         self.console, self.root, self.fresh = console, root, fresh
         self.times: dict[str, float] = {}
 
-    def run(self, name: str, folder: Path, work: Callable[[], Any]) -> None:
+    def run(self, name: str, folder: Path, work: Callable[[], Any], resumable: bool = False) -> None:
+        """Run `work` into `folder`; a `resumable` stage (training) keeps an interrupted folder to resume it."""
         marker = folder / DONE
         if marker.is_file() and not self.fresh:
             self.console.rule(f"[bold]{name}[/] — reused {folder}")
             self.times[name] = 0.0
             return
-        if folder.exists():
+        if folder.exists() and (self.fresh or not resumable):
             shutil.rmtree(folder)
-        folder.mkdir(parents=True)
+        folder.mkdir(parents=True, exist_ok=True)
         self.console.rule(f"[bold]{name}[/]")
         start = time.perf_counter()
         work()
@@ -109,9 +110,10 @@ def _synth_data(budget: DemoBudget, folder: Path) -> None:
 
 
 def _train(recipe: str, run_dir: Path, overrides: list[str]) -> None:
-    from aura.train import train
+    """Train a stage, continuing from its last checkpoint when an earlier demo run was interrupted."""
+    from aura.train import last_checkpoint, train
 
-    train(load_config(RECIPES / recipe, overrides), run_dir)
+    train(load_config(RECIPES / recipe, overrides), run_dir, resume=last_checkpoint(run_dir) is not None)
 
 
 def run_demo(out: str | Path = "aura-demo", quick: bool = False, fresh: bool = False) -> dict[str, Any]:
@@ -137,6 +139,7 @@ def run_demo(out: str | Path = "aura-demo", quick: bool = False, fresh: bool = F
             distill_run,
             [train_data, "train.stage=distill", f"train.max_steps={budget.distill_steps}"],
         ),
+        resumable=True,
     )
     stage.run(
         "3/6 joint stage (distillation + LM)",
@@ -151,6 +154,7 @@ def run_demo(out: str | Path = "aura-demo", quick: bool = False, fresh: bool = F
                 f"train.init_from={distill_run}",
             ],
         ),
+        resumable=True,
     )
     stage.run(
         "4/6 bridge baseline (encoder → projector → LLM)",
@@ -160,6 +164,7 @@ def run_demo(out: str | Path = "aura-demo", quick: bool = False, fresh: bool = F
             bridge_run,
             [train_data, "model.arch=bridge", "train.stage=joint", f"train.max_steps={budget.joint_steps}"],
         ),
+        resumable=True,
     )
     eval_dir, diag_dir = root / "eval", root / "diagnose"
     stage.run(

@@ -154,7 +154,7 @@ def _set_rng_state(state: dict[str, Any]) -> None:
     torch.set_rng_state(state["torch"])
 
 
-def _last_checkpoint(run_dir: Path) -> Path | None:
+def last_checkpoint(run_dir: Path) -> Path | None:
     return (_checkpoints(run_dir) or [None])[-1]
 
 
@@ -249,7 +249,7 @@ class Trainer:
         for key in ("max_steps", "batch_size", "grad_accum", "save_every", "log_every"):
             if getattr(cfg.train, key) < 1:
                 raise ConfigError(f"train.{key} must be at least 1.")
-        if resume and _last_checkpoint(self.run_dir) is None:
+        if resume and last_checkpoint(self.run_dir) is None:
             raise TrainError(
                 f"{self.run_dir}: no checkpoint to resume from (looked in {self.run_dir / CHECKPOINTS})."
             )
@@ -338,7 +338,7 @@ class Trainer:
         self.acc.wait_for_everyone()
 
     def _resume(self) -> None:
-        folder = _last_checkpoint(self.run_dir)
+        folder = last_checkpoint(self.run_dir)
         assert folder is not None  # checked in _check
         weights = load_file(str(folder / "trainable.safetensors"))
         missing = set(self._trainable()) - set(weights)
