@@ -7,7 +7,9 @@ demo's trained checkpoints when they exist and otherwise trains one step of each
 
 from __future__ import annotations
 
+import argparse
 import os
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -49,3 +51,13 @@ def checkpoint(arch: str, given: str | None = None) -> Path:
         overrides += ["model.arch=bridge", "train.stage=joint"] if arch == "bridge" else []
         train(load_config(None, overrides), run, progress=False)
     return run / "final"
+
+
+def compare_main(doc: str, run: Callable[[int, str | None, str | None], dict], repeats: int) -> None:
+    """Command line of the benchmarks that compare AuRA with the bridge and the cascade."""
+    parser = argparse.ArgumentParser(description=doc)
+    parser.add_argument("--repeats", type=int, default=repeats)
+    parser.add_argument("--model", help="AuRA checkpoint (default: the demo's, else a one-step run)")
+    parser.add_argument("--bridge-model", help="bridge checkpoint (default: the demo's, else a one-step run)")
+    args = parser.parse_args()
+    run(args.repeats, args.model, args.bridge_model)

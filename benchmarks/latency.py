@@ -7,10 +7,8 @@ the result is medians and ratios against the cascade.
 
 from __future__ import annotations
 
-import argparse
-
 from aura.evaluate import EvalItem, SystemFactory, timed_stream
-from benchmarks.checkpoints import checkpoint, clips
+from benchmarks.checkpoints import checkpoint, clips, compare_main
 from benchmarks.common import summarize, write_result
 
 CONTEXT = (
@@ -55,12 +53,7 @@ def run(repeats: int = 10, model: str | None = None, bridge_model: str | None = 
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--repeats", type=int, default=10)
-    parser.add_argument("--model")
-    parser.add_argument("--bridge-model")
-    args = parser.parse_args()
-    run(args.repeats, args.model, args.bridge_model)
+    compare_main(__doc__, run, repeats=10)
 
 
 if __name__ == "__main__":

@@ -7,10 +7,8 @@ before the LLM can start.
 
 from __future__ import annotations
 
-import argparse
-
 from aura.evaluate import EvalItem, SystemFactory, timed_stream
-from benchmarks.checkpoints import checkpoint, clips
+from benchmarks.checkpoints import checkpoint, clips, compare_main
 from benchmarks.common import summarize, write_result
 
 SECONDS = (1, 2, 5, 10, 20, 30, 60)
@@ -53,12 +51,7 @@ def run(repeats: int = 3, model: str | None = None, bridge_model: str | None = N
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--repeats", type=int, default=3)
-    parser.add_argument("--model")
-    parser.add_argument("--bridge-model")
-    args = parser.parse_args()
-    run(args.repeats, args.model, args.bridge_model)
+    compare_main(__doc__, run, repeats=3)
 
 
 if __name__ == "__main__":

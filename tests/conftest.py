@@ -92,17 +92,25 @@ def build_tiny_tokenizer() -> PreTrainedTokenizerFast:
     return fast
 
 
-def build_tiny_llm(tokenizer: PreTrainedTokenizerFast) -> LlamaForCausalLM:
-    """A 4-block random Llama (width 64) over the tiny tokenizer's vocabulary."""
-    torch.manual_seed(0)
+def build_tiny_llm(
+    tokenizer: PreTrainedTokenizerFast,
+    *,
+    layers: int = 4,
+    seed: int = 0,
+    max_positions: int = 512,
+    initializer_range: float = 0.02,
+) -> LlamaForCausalLM:
+    """A random Llama (width 64, `layers` blocks) over the tiny tokenizer's vocabulary."""
+    torch.manual_seed(seed)
     config = LlamaConfig(
         vocab_size=len(tokenizer),
         hidden_size=64,
         intermediate_size=128,
-        num_hidden_layers=4,
+        num_hidden_layers=layers,
         num_attention_heads=4,
         num_key_value_heads=2,
-        max_position_embeddings=512,
+        max_position_embeddings=max_positions,
+        initializer_range=initializer_range,
         tie_word_embeddings=True,
         pad_token_id=tokenizer.pad_token_id,
         eos_token_id=tokenizer.eos_token_id,
@@ -234,21 +242,7 @@ def tiny_run(tmp_path_factory: pytest.TempPathFactory, tiny_tokenizer: PreTraine
     from aura.student import AuraStudent
 
     root = tmp_path_factory.mktemp("aura_run")
-    torch.manual_seed(2)
-    config = LlamaConfig(
-        vocab_size=len(tiny_tokenizer),
-        hidden_size=64,
-        intermediate_size=128,
-        num_hidden_layers=3,
-        num_attention_heads=4,
-        num_key_value_heads=2,
-        max_position_embeddings=2048,
-        initializer_range=0.3,
-        tie_word_embeddings=True,
-        pad_token_id=tiny_tokenizer.pad_token_id,
-        eos_token_id=tiny_tokenizer.eos_token_id,
-    )
-    llm = LlamaForCausalLM(config).eval()
+    llm = build_tiny_llm(tiny_tokenizer, layers=3, seed=2, max_positions=2048, initializer_range=0.3)
     llm.save_pretrained(root / "base_llm")
     tiny_tokenizer.save_pretrained(root / "base_llm")
     model_config = ModelConfig(llm=str(root / "base_llm"), lora_layers=2, lora_rank=4, lora_alpha=4)
