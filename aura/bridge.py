@@ -8,6 +8,7 @@ bridge runs the whole Whisper encoder on a 30-s window, AuRA runs a conv stem an
 
 from __future__ import annotations
 
+import hashlib
 import math
 from typing import Any
 
@@ -32,28 +33,41 @@ class BridgeModel(nn.Module):
         self.proj = nn.Sequential(
             nn.Linear(k * self.width, self.hidden), nn.GELU(), nn.Linear(self.hidden, llm_width)
         )
+        # Training revisits each clip every epoch and the encoder is frozen, so its output is kept (keyed
+        # by the mel's bytes): after the first epoch a bridge step costs what an AuRA joint step does.
+        self._encoded: dict[str, torch.Tensor] = {}
 
     def train(self, mode: bool = True) -> BridgeModel:
         super().train(mode)
         self.encoder.eval()  # frozen: no dropout, whatever the trainer does
         return self
 
-    def embed_clips(self, mels: list[torch.Tensor]) -> list[torch.Tensor]:
+    @torch.no_grad()
+    def encode(self, mels: list[torch.Tensor]) -> list[torch.Tensor]:
         """Whisper needs its 30-s window: each clip's mel is extended with the log-mel value of silence
         (Whisper's normalisation maps zeros to the clip's peak - 2), encoded, and cut to its frames."""
         padded = torch.stack(
             [F.pad(m, (0, WINDOW_MEL_FRAMES - m.shape[-1]), value=float(m.max()) - 2.0) for m in mels]
         )
-        param = next(self.proj.parameters())
-        with torch.no_grad():
-            states = self.encoder(padded.to(param.dtype)).last_hidden_state
+        states = self.encoder(padded.to(next(self.proj.parameters()).dtype)).last_hidden_state
+        return [states[i, : (mel.shape[-1] + 1) // 2] for i, mel in enumerate(mels)]
+
+    def _encode_cached(self, mels: list[torch.Tensor]) -> list[torch.Tensor]:
+        keys = [hashlib.sha1(m.float().contiguous().numpy().tobytes()).hexdigest() for m in mels]
+        todo = [i for i, key in enumerate(keys) if key not in self._encoded]
+        if todo:
+            for i, states in zip(todo, self.encode([mels[i] for i in todo]), strict=True):
+                self._encoded[keys[i]] = states
+        return [self._encoded[key] for key in keys]
+
+    def embed_clips(self, mels: list[torch.Tensor]) -> list[torch.Tensor]:
+        """Stack k encoder frames per token and project them to the LLM width."""
+        encoded = self._encode_cached(mels) if self.training else self.encode(mels)
         out = []
-        for i, mel in enumerate(mels):
-            frames = (mel.shape[-1] + 1) // 2
+        for states in encoded:
+            frames = states.shape[0]
             tokens = math.ceil(frames / self.k)
-            x = F.pad(states[i, :frames], (0, 0, 0, tokens * self.k - frames)).reshape(
-                tokens, self.k * self.width
-            )
+            x = F.pad(states, (0, 0, 0, tokens * self.k - frames)).reshape(tokens, self.k * self.width)
             out.append(self.proj(self.norm(x)))
         return out
 

@@ -197,7 +197,8 @@ def eval_(
     systems: str = typer.Option(
         "aura,cascade,bridge,text",
         "--systems",
-        help="Comma-separated: aura, bridge, cascade, cascade-beam, text, and NAME=RUN_DIR for more checkpoints.",
+        help="Comma-separated: aura, bridge, cascade, cascade-beam, text, whisper (teacher WER), and NAME=RUN_DIR "
+        "for more checkpoints.",
     ),
     out: str = typer.Option(..., "--out", help="Folder for report.json, report.md, predictions and plots."),
     model: str | None = typer.Option(None, "--model", help="AuRA checkpoint (RUN_DIR or RUN_DIR/final)."),

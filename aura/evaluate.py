@@ -9,6 +9,7 @@ greedy, KV cache), so differences in the numbers come from the systems, not from
 - `cascade` / `cascade-beam`: the teacher Whisper transcribes (greedy / beam search), then the base LLM
   without LoRA answers from the transcript placed where the audio was.
 - `text`: the base LLM given the gold transcript: the ceiling for the LLM's answers.
+- `whisper`: the teacher alone, greedy, on the `asr` examples: the transcription WER AuRA is held to.
 
 Latency is measured in the caller's thread from the moment the clip (or, for `text`, the transcript) is
 in memory: time to first generated text, total time, real-time factor, and throughput at batch 1 and 8.
@@ -38,7 +39,7 @@ from aura.infer import AuraModel, Decoding, GenerationRequest, checkpoint_folder
 from aura.metrics import error_rates, qa_scores
 from aura.student import CONFIG_FILE, StudentBatch, span_attention_mask
 
-SYSTEMS = ("aura", "cascade", "cascade-beam", "bridge", "text")
+SYSTEMS = ("aura", "cascade", "cascade-beam", "bridge", "text", "whisper")
 ASR_TASK = "asr"
 THROUGHPUT_BATCH = 8
 
@@ -105,6 +106,7 @@ class System(ABC):
     """What `aura eval`, the demo and the benchmarks call: batched answers and a streamed answer."""
 
     name: str
+    tasks: tuple[str, ...] | None = None  # the tasks it can answer (None = all)
 
     @abstractmethod
     def answer(self, items: Sequence[EvalItem]) -> list[str]:
@@ -206,6 +208,21 @@ class CascadeSystem(System):
     def stream(self, item: EvalItem) -> Iterator[str]:
         transcript = self.teacher.transcribe(item.wave, beam_size=self.beam_size)
         yield from self.llm.stream(item.text_prompt(transcript))
+
+
+class WhisperSystem(System):
+    """The teacher as a plain ASR model: its greedy transcript is the answer, on transcription tasks only."""
+
+    tasks = (ASR_TASK,)
+
+    def __init__(self, teacher: Any, name: str = "whisper"):
+        self.teacher, self.name = teacher, name
+
+    def answer(self, items: Sequence[EvalItem]) -> list[str]:
+        return self.teacher.transcribe([item.wave for item in items])
+
+    def stream(self, item: EvalItem) -> Iterator[str]:
+        yield self.teacher.transcribe(item.wave)
 
 
 # ------------------------------------------------------------------------------------------ running
@@ -594,6 +611,8 @@ class SystemFactory:
             return CascadeSystem(self.whisper(), self.chat(), beam_size=1, name=name)
         if name == "cascade-beam":
             return CascadeSystem(self.whisper(), self.chat(), beam_size=self.beam_size, name=name)
+        if name == "whisper":
+            return WhisperSystem(self.whisper())
         raise EvalError(f"unknown system {name!r}; choose from {', '.join(SYSTEMS)}.")
 
     def release(self, name: str) -> None:
@@ -657,7 +676,10 @@ def run_eval(
             factory.inspect(name)
     reports = []
     for name in names:
-        reports.append(evaluate_system(factory.build(name), items, throughput_items, progress))
+        system = factory.build(name)
+        mine = [item for item in items if system.tasks is None or item.task in system.tasks]
+        if mine:
+            reports.append(evaluate_system(system, mine, throughput_items, progress))
         factory.release(name)
     label = str(data) if isinstance(data, str | Path) else ", ".join(map(str, data))
     return write_report(reports, items, label, Path(out))

@@ -2,7 +2,9 @@
 
 The distillation-only stage runs the first N blocks on the prompt up to its audio; the joint stage runs
 the whole LLM on prompt + response plus the LM head on the response. Their ratio is what the
-distill-first schedule saves per step. Writes `benchmarks/results/train_step.json`.
+distill-first schedule saves per step. Each stage is also timed under bf16 autocast (what
+`train.bf16=true` turns on through Accelerate), whose ratio to fp32 tells whether this CPU's bf16
+matmuls (AMX) pay. Writes `benchmarks/results/train_step.json`.
 
     .venv/bin/python -m benchmarks.train_step [--llm smollm2-135m-instruct] [--teacher whisper-tiny.en]
 """
@@ -61,12 +63,13 @@ def run(
         optimizer = torch.optim.AdamW(params, lr=1e-5)
 
         results = {}
-        for stage in ("distill", "joint"):
+        for stage, precision in [(s, p) for s in ("distill", "joint") for p in ("fp32", "bf16")]:
             config.train.stage = stage
             times, tokens = [], 0.0
             for i in range(steps + 1):
                 start = time.perf_counter()
-                out = module(prompts, mels, responses, targets)
+                with torch.autocast("cpu", torch.bfloat16, enabled=precision == "bf16"):
+                    out = module(prompts, mels, responses, targets)
                 out["loss"].backward()
                 optimizer.step()
                 optimizer.zero_grad()
@@ -74,12 +77,14 @@ def run(
                     times.append(time.perf_counter() - start)
                     tokens = float(out["tokens"])
             step = statistics.median(times)
-            results[stage] = {
+            results[f"{stage}_{precision}"] = {
                 "seconds_per_step": step,
                 "tokens_per_step": tokens,
                 "tokens_per_s": tokens / step,
             }
-            print(f"{stage}: {step:.3f} s/step, {tokens:.0f} tokens/step, {tokens / step:.0f} tokens/s")
+            print(
+                f"{stage} {precision}: {step:.3f} s/step, {tokens:.0f} tokens/step, {tokens / step:.0f} tokens/s"
+            )
 
     report = {
         "llm": config.model.llm,
@@ -89,12 +94,19 @@ def run(
         "lora_rank": config.model.lora_rank,
         "batch_size": batch_size,
         "timed_steps": steps,
-        "distill_step_s": results["distill"]["seconds_per_step"],
-        "joint_step_s": results["joint"]["seconds_per_step"],
-        "joint_over_distill": results["joint"]["seconds_per_step"] / results["distill"]["seconds_per_step"],
+        "distill_step_s": results["distill_fp32"]["seconds_per_step"],
+        "joint_step_s": results["joint_fp32"]["seconds_per_step"],
+        "joint_over_distill": results["joint_fp32"]["seconds_per_step"]
+        / results["distill_fp32"]["seconds_per_step"],
+        "bf16_speedup": {
+            stage: results[f"{stage}_fp32"]["seconds_per_step"] / results[f"{stage}_bf16"]["seconds_per_step"]
+            for stage in ("distill", "joint")
+        },
         "stages": results,
     }
-    print(f"joint / distill step time: {report['joint_over_distill']:.2f}x")
+    print(
+        f"joint / distill step time: {report['joint_over_distill']:.2f}x; bf16 speed-up {report['bf16_speedup']}"
+    )
     write_result("train_step", report)
     return report
 

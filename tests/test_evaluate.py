@@ -94,8 +94,8 @@ def test_hand_made_manifest_scores_match_hand_computation(tmp_path: Path) -> Non
 
 def test_parse_systems_rejects_unknown_and_repeated() -> None:
     assert parse_systems("aura, text,nd=runs/nd") == {"aura": None, "text": None, "nd": "runs/nd"}
-    with pytest.raises(EvalError, match="unknown system 'whisper'"):
-        parse_systems("aura,whisper")
+    with pytest.raises(EvalError, match="unknown system 'wav2vec'"):
+        parse_systems("aura,wav2vec")
     with pytest.raises(EvalError, match="listed twice"):
         parse_systems("text,text")
     with pytest.raises(EvalError, match="a new name"):
@@ -104,13 +104,15 @@ def test_parse_systems_rejects_unknown_and_repeated() -> None:
 
 def test_eval_all_systems_on_tiny_models(runs: TinyRuns, tmp_path: Path) -> None:
     # the second example has no gold transcript: the `text` system fails on it, records it and goes on
-    examples = read_manifest(runs.manifest)[:2]
+    # the third is a QA example: `whisper` (transcription only) skips it, every other system answers it
+    examples = read_manifest(runs.manifest)[:3]
     examples[1] = examples[1].model_copy(update={"transcript": None})
+    examples[2] = examples[2].model_copy(update={"task": "spoken-qa"})
     manifest = write_manifest(examples, runs.manifest.parent / "eval.jsonl")
     out = tmp_path / "eval"
     report = run_eval(
         manifest,
-        "aura,bridge,cascade,cascade-beam,text",
+        "aura,bridge,cascade,cascade-beam,text,whisper",
         out,
         model=runs.aura,
         bridge_model=runs.bridge / "final",
@@ -120,8 +122,11 @@ def test_eval_all_systems_on_tiny_models(runs: TinyRuns, tmp_path: Path) -> None
         progress=False,
     )
     saved = json.loads((out / "report.json").read_text())
-    assert saved["n"] == 2 and saved["data"] == str(manifest)
-    assert set(saved["systems"]) == {"aura", "bridge", "cascade", "cascade-beam", "text"}
+    assert saved["n"] == 3 and saved["data"] == str(manifest)
+    assert set(saved["systems"]) == {"aura", "bridge", "cascade", "cascade-beam", "text", "whisper"}
+    assert set(saved["systems"]["whisper"]["metrics"]) == {"asr"}
+    assert saved["systems"]["whisper"]["metrics"]["asr"]["n"] == 2
+    assert saved["systems"]["aura"]["metrics"]["spoken-qa"]["n"] == 1
     for name, system in saved["systems"].items():
         latency = system["latency"]
         assert 0 < latency["ttft_ms_median"] <= latency["total_ms_median"] + 1e-6, name
@@ -131,7 +136,7 @@ def test_eval_all_systems_on_tiny_models(runs: TinyRuns, tmp_path: Path) -> None
     assert "no transcript" in saved["systems"]["text"]["failures"][0]["error"]
     assert all(saved["systems"][n]["failed"] == 0 for n in ("aura", "bridge", "cascade", "cascade-beam"))
     predictions = [json.loads(line) for line in (out / "predictions.jsonl").read_text().splitlines()]
-    assert len(predictions) == 10
+    assert len(predictions) == 5 * 3 + 2
     table = (out / "report.md").read_text()
     assert table.count("| system |") == 1 and all(f"| {n} |" in table for n in saved["systems"])
     for png in ("accuracy_vs_ttft.png", "latency.png"):

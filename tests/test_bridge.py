@@ -1,0 +1,34 @@
+import math
+
+import torch
+
+from aura.bridge import BridgeModel
+from aura.features import log_mel
+from tests.conftest import tone_clip
+
+
+def test_training_reuses_frozen_encoder_output_exactly(tiny_teacher, one_thread) -> None:
+    bridge = BridgeModel(tiny_teacher, llm_width=32, k=4)
+    mels = [
+        log_mel(tone_clip(s, seed), n_mels=tiny_teacher.n_mels, pad_to_30s=False)
+        for s, seed in ((1.0, 0), (2.3, 1))
+    ]
+    bridge.eval()
+    reference = bridge.embed_clips(mels)
+
+    calls = []
+    bridge.encoder.register_forward_hook(lambda *_: calls.append(1))
+    bridge.train()
+    first, again = bridge.embed_clips(mels), bridge.embed_clips(mels[::-1])
+    assert len(calls) == 1  # the second batch (same clips, other order) never reran the encoder
+    for mel, ref, a, b in zip(mels, reference, first, again[::-1], strict=True):
+        assert ref.shape == (math.ceil((mel.shape[-1] + 1) // 2 / 4), 32)
+        torch.testing.assert_close(a, ref)
+        torch.testing.assert_close(b, ref)
+    assert first[0].requires_grad  # the projector still learns
+
+
+def test_inference_does_not_keep_encoder_outputs(tiny_teacher, one_thread) -> None:
+    bridge = BridgeModel(tiny_teacher, llm_width=32, k=4).eval()
+    bridge.embed_clips([log_mel(tone_clip(1.0, 3), n_mels=tiny_teacher.n_mels, pad_to_30s=False)])
+    assert not bridge._encoded
