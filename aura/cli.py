@@ -14,6 +14,8 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from aura.registry import DEFAULT_CHECKPOINT
+
 app = typer.Typer(
     name="aura",
     help="AuRA: give a causal LLM ears by distilling a Whisper encoder into LoRA adapters.",
@@ -75,7 +77,9 @@ def models(
 @app.command()
 def generate(
     model: str = typer.Option(
-        ..., "--model", help="Checkpoint folder (RUN_DIR, RUN_DIR/final, export) or name."
+        DEFAULT_CHECKPOINT,
+        "--model",
+        help="Checkpoint folder (RUN_DIR, RUN_DIR/final, export) or a shipped checkpoint's name.",
     ),
     audio: list[str] = typer.Option(
         None, "--audio", help="Audio file (wav/flac/mp3/ogg); repeat for several."
@@ -108,7 +112,9 @@ def generate(
 @app.command()
 def serve(
     model: str = typer.Option(
-        ..., "--model", help="Checkpoint folder (RUN_DIR, RUN_DIR/final, export) or name."
+        DEFAULT_CHECKPOINT,
+        "--model",
+        help="Checkpoint folder (RUN_DIR, RUN_DIR/final, export) or a shipped checkpoint's name.",
     ),
     host: str = typer.Option("127.0.0.1", "--host"),
     port: int = typer.Option(8000, "--port", min=1, max=65535),

@@ -221,10 +221,13 @@ def model_table() -> list[dict[str, object]]:
 
 
 CHECKPOINTS_DIR = Path(__file__).parent / "checkpoints"
-# Pre-distilled AuRA checkpoints shipped inside the package (adapter + embedding + config, no teacher).
+# Checkpoints shipped inside the package (adapter + audio module + config, no teacher); how they were
+# trained and measured: README "The shipped checkpoint", scripts/train_shipped.sh.
 CHECKPOINTS: dict[str, str] = {
     "aura-smollm2-135m": "SmolLM2-135M-Instruct + LoRA on 4 blocks, distilled from Whisper tiny.en",
+    "aura-smollm2-135m-bridge": "the bridge baseline (Whisper tiny.en encoder + projector), same data and budget",
 }
+DEFAULT_CHECKPOINT = "aura-smollm2-135m"
 
 
 def resolve_checkpoint(name: str) -> Path:

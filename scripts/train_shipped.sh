@@ -1,19 +1,33 @@
 #!/usr/bin/env bash
-# Reproduce the shipped checkpoint's training (issue 8): data, distillation stage, joint stage.
-# Safe to rerun after an interruption: finished data is kept and each stage continues with --resume.
+# Reproduce the shipped checkpoint `aura-smollm2-135m` (issue 8): data, AuRA distillation then joint
+# stage, and the two comparisons trained on the same data with the same joint budget: the bridge
+# baseline and the no-distillation ablation. Then the one `aura eval` run and `aura diagnose` the README
+# reports. Safe to rerun after an interruption: finished data is kept, each run continues with
+# --resume, finished runs and reports are skipped.
 #   nohup bash scripts/train_shipped.sh runs/shipped > runs/shipped.log 2>&1 &
+# About 3 h on 2 CPU cores (runs one after another; the shipped run put two side by side, 1 thread each).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 OUT=${1:-runs/shipped}
 RECIPE=aura/recipes/aura-smollm2-135m.yaml
 A=.venv/bin/aura
-mkdir -p "$OUT/data"
-synth() {  # task n split
-    [ -f "$OUT/data/$3-$1/manifest.jsonl" ] || $A data synth --task "$1" --n "$2" --split "$3" --out "$OUT/data/$3-$1" --seed 11
+DATA=$OUT/data
+JOINT_STEPS=${JOINT_STEPS:-500}
+# the ablation skips the distillation stage; 100 more joint steps give it about the same CPU time
+NODISTILL_STEPS=${NODISTILL_STEPS:-600}
+mkdir -p "$DATA"
+synth() {  # folder task n split seed [extra]
+    [ -f "$DATA/$1/manifest.jsonl" ] || $A data synth --out "$DATA/$1" --task "$2" --n "$3" --split "$4" --seed "$5" "${@:6}"
 }
-synth asr 2000 train; synth instruct 1500 train; synth spoken-qa 800 train; synth context-qa 800 train
-synth asr 60 dev; synth asr 100 test; synth context-qa 100 test; synth spoken-qa 100 test
-.venv/bin/python - "$OUT/data" <<'PY'
+synth train-asr asr 900 train 11
+synth train-asr-noisy asr 300 train 12 --noise 20
+synth train-context-qa context-qa 1000 train 11
+synth train-spoken-qa spoken-qa 400 train 11
+synth train-instruct instruct 400 train 11
+synth dev-asr asr 60 dev 11
+synth test-asr asr 40 test 11
+synth test-context-qa context-qa 40 test 11
+[ -f "$DATA/train.jsonl" ] || .venv/bin/python - "$DATA" <<'PY'
 import sys
 from pathlib import Path
 from aura.data.manifest import read_manifest, write_manifest
@@ -21,15 +35,31 @@ root = Path(sys.argv[1])
 parts = sorted(root.glob("train-*/manifest.jsonl"))
 write_manifest([ex for part in parts for ex in read_manifest(part)], root / "train.jsonl")
 PY
-stage() {  # name steps extra-overrides...
-    local run="$OUT/$1" steps=$2; shift 2
-    if [ -f "$run/final/aura_config.yaml" ]; then return; fi
-    if [ -d "$run/checkpoints" ]; then
-        $A train --out "$run" --resume "train.max_steps=$steps" "$@"
+run() {  # name overrides...
+    local dir="$OUT/$1"; shift
+    if [ -f "$dir/final/aura_config.yaml" ]; then return; fi
+    if [ -d "$dir/checkpoints" ]; then
+        $A train --out "$dir" --resume
     else
-        $A train --config $RECIPE --out "$run" "data.train=$OUT/data/train.jsonl" \
-            "data.dev=$OUT/data/dev-asr/manifest.jsonl" "train.max_steps=$steps" "$@"
+        $A train --config $RECIPE --out "$dir" "data.train=$DATA/train.jsonl" \
+            "data.dev=$DATA/dev-asr/manifest.jsonl" "$@"
     fi
 }
-stage distill 6000 train.stage=distill
-stage joint 3000 train.stage=joint "train.init_from=$OUT/distill"
+run distill train.stage=distill train.max_steps=800
+run joint train.stage=joint "train.max_steps=$JOINT_STEPS" "train.init_from=$OUT/distill" train.bf16=true
+run nodistill train.stage=joint "train.max_steps=$NODISTILL_STEPS" distill.weight=0 train.bf16=true train.dev_every=0
+run bridge model.arch=bridge train.stage=joint "train.max_steps=$JOINT_STEPS" train.bf16=true train.dev_every=0
+[ -f "$OUT/eval/report.json" ] || $A eval --data "$DATA/test-asr/manifest.jsonl" \
+    --data "$DATA/test-context-qa/manifest.jsonl" --out "$OUT/eval" --model "$OUT/joint" \
+    --bridge-model "$OUT/bridge" --systems "aura,cascade,text,whisper,bridge,nodistill=$OUT/nodistill"
+[ -f "$OUT/diagnose/alignment.json" ] || $A diagnose --model "$OUT/joint" \
+    --data "$DATA/test-asr/manifest.jsonl" --out "$OUT/diagnose" --compare-untrained
+ship() {  # run name: the inference files, plus the heads, training config and metrics for `aura diagnose`
+    local dest=aura/checkpoints/$2
+    rm -rf "$dest" && mkdir -p "$dest"
+    cp "$OUT/$1"/final/{aura_config.yaml,adapter_config.json,adapter_model.safetensors,audio_embedding.safetensors} "$dest"/
+    cp "$OUT/$1"/{config.yaml,metrics.csv} "$dest"/
+    if [ -f "$OUT/$1/heads.safetensors" ]; then cp "$OUT/$1/heads.safetensors" "$dest"/; fi
+}
+ship joint aura-smollm2-135m
+ship bridge aura-smollm2-135m-bridge

@@ -1,0 +1,122 @@
+"""The checkpoints shipped in `aura/checkpoints/` (issue 8), used exactly as a user on a fresh machine
+would: by name, with real espeak speech from held-out test entities and voices the training never saw."""
+
+from __future__ import annotations
+
+import json
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+import openai
+import pytest
+import yaml
+from typer.testing import CliRunner
+
+from aura.cli import app
+from aura.data.manifest import read_manifest
+from aura.data.synth import synthesize
+from aura.distill import HEADS_FILE
+from aura.infer import AuraModel
+from aura.metrics import contains_answer, error_rates
+from aura.registry import CHECKPOINTS, DEFAULT_CHECKPOINT, resolve_checkpoint
+
+INFERENCE_FILES = {
+    "aura_config.yaml",
+    "adapter_config.json",
+    "adapter_model.safetensors",
+    "audio_embedding.safetensors",
+}
+# Bounds with margin under what the shipped model measured (README "The shipped checkpoint"): they catch a
+# broken checkpoint or loader, not a point of accuracy.
+MAX_ASR_WER = 0.6
+MIN_CONTEXT_QA_CONTAINED = 0.5
+
+
+@pytest.fixture(scope="module")
+def clips(tmp_path_factory: pytest.TempPathFactory) -> dict[str, list]:
+    root = tmp_path_factory.mktemp("shipped")
+    return {
+        task: read_manifest(synthesize(task, 6, root / task, split="test", seed=5, progress=False))
+        for task in ("asr", "context-qa")
+    }
+
+
+@pytest.fixture(scope="module")
+def model() -> AuraModel:
+    return AuraModel.from_pretrained(DEFAULT_CHECKPOINT)
+
+
+@pytest.mark.parametrize("name", sorted(CHECKPOINTS))
+def test_shipped_folder_is_small_and_keeps_heads_apart(name: str) -> None:
+    folder = resolve_checkpoint(name)
+    files = {p.name for p in folder.iterdir()}
+    assert files >= INFERENCE_FILES and "config.yaml" in files
+    assert sum(p.stat().st_size for p in folder.iterdir()) < 40 * 2**20
+    arch = yaml.safe_load((folder / "aura_config.yaml").read_text())["model"]["arch"]
+    assert (HEADS_FILE in files) == (arch == "aura")  # the bridge has nothing distilled
+
+
+def test_shipped_student_hears_without_teacher_or_heads(model: AuraModel, clips: dict[str, list]) -> None:
+    asr, qa = clips["asr"], clips["context-qa"]
+    heard = model.generate([ex.audio for ex in asr], [ex.prompt for ex in asr], max_new_tokens=48)
+    assert error_rates([ex.response for ex in asr], heard).wer <= MAX_ASR_WER, heard
+    answers = model.generate([ex.audio for ex in qa], [ex.prompt for ex in qa], max_new_tokens=24)
+    contained = sum(contains_answer(a, ex.response) for a, ex in zip(answers, qa, strict=True)) / len(qa)
+    assert contained >= MIN_CONTEXT_QA_CONTAINED, answers
+
+
+def test_generate_uses_the_shipped_checkpoint_by_default(clips: dict[str, list]) -> None:
+    example = clips["asr"][0]
+    result = CliRunner().invoke(app, ["generate", "--audio", example.audio, "--max-new-tokens", "32"])
+    assert result.exit_code == 0, result.output
+    assert error_rates([example.response], [result.output.strip()]).wer <= 1.0, result.output
+
+
+def test_diagnose_reads_the_shipped_heads(clips: dict[str, list], tmp_path: Path) -> None:
+    asr = Path(clips["asr"][0].audio).parent.parent / "manifest.jsonl"
+    args = [
+        "diagnose",
+        "--model",
+        DEFAULT_CHECKPOINT,
+        "--data",
+        str(asr),
+        "--out",
+        str(tmp_path),
+        "--limit",
+        "4",
+    ]
+    result = CliRunner().invoke(app, [*args, "--no-probe"])
+    assert result.exit_code == 0, result.output
+    report = json.loads((tmp_path / "alignment.json").read_text())
+    assert report["heads"].endswith(HEADS_FILE) and report["mean"]["centred_cos"] > 0.5
+
+
+def test_serve_answers_with_the_shipped_checkpoint(clips: dict[str, list]) -> None:
+    """`aura serve` with no --model, a real OpenAI client, a real spoken sentence to transcribe."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    command = [str(Path(sys.executable).parent / "aura"), "serve", "--port", str(port)]
+    process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    try:
+        deadline = time.monotonic() + 120
+        while True:
+            assert process.poll() is None, process.stderr.read().decode() if process.stderr else ""
+            assert time.monotonic() < deadline, "aura serve did not come up"
+            try:
+                if httpx.get(f"http://127.0.0.1:{port}/health").status_code == 200:
+                    break
+            except httpx.TransportError:
+                time.sleep(0.3)
+        client = openai.OpenAI(base_url=f"http://127.0.0.1:{port}/v1", api_key="none", max_retries=0)
+        example = clips["asr"][1]
+        with open(example.audio, "rb") as handle:
+            text = client.audio.transcriptions.create(model=DEFAULT_CHECKPOINT, file=handle).text
+        assert error_rates([example.response], [text]).wer <= 1.0, text
+    finally:
+        process.terminate()
+        process.wait(timeout=20)
