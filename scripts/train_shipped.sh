@@ -12,9 +12,7 @@ OUT=${1:-runs/shipped}
 RECIPE=aura/recipes/aura-smollm2-135m.yaml
 A=.venv/bin/aura
 DATA=$OUT/data
-JOINT_STEPS=${JOINT_STEPS:-500}
-# the ablation skips the distillation stage; 100 more joint steps give it about the same CPU time
-NODISTILL_STEPS=${NODISTILL_STEPS:-600}
+JOINT_STEPS=${JOINT_STEPS:-500}  # every joint-stage run (AuRA, ablation, bridge) gets the same steps
 mkdir -p "$DATA"
 synth() {  # folder task n split seed [extra]
     [ -f "$DATA/$1/manifest.jsonl" ] || $A data synth --out "$DATA/$1" --task "$2" --n "$3" --split "$4" --seed "$5" "${@:6}"
@@ -46,8 +44,10 @@ run() {  # name overrides...
     fi
 }
 run distill train.stage=distill train.max_steps=800
-run joint train.stage=joint "train.max_steps=$JOINT_STEPS" "train.init_from=$OUT/distill" train.bf16=true
-run nodistill train.stage=joint "train.max_steps=$NODISTILL_STEPS" distill.weight=0 train.bf16=true train.dev_every=0
+# The joint stage inherits the recipe's 100 heads-only steps (LoRA and embedding frozen while the heads
+# re-fit), so it runs 100 steps more to give LoRA the same number of steps as the other runs.
+run joint train.stage=joint "train.max_steps=$((JOINT_STEPS + 100))" "train.init_from=$OUT/distill" train.bf16=true
+run nodistill train.stage=joint "train.max_steps=$JOINT_STEPS" distill.weight=0 train.bf16=true train.dev_every=0
 run bridge model.arch=bridge train.stage=joint "train.max_steps=$JOINT_STEPS" train.bf16=true train.dev_every=0
 [ -f "$OUT/eval/report.json" ] || $A eval --data "$DATA/test-asr/manifest.jsonl" \
     --data "$DATA/test-context-qa/manifest.jsonl" --out "$OUT/eval" --model "$OUT/joint" \
