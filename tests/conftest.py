@@ -3,8 +3,15 @@ and a tiny manifest of synthesized clips. Everything is offline, deterministic a
 
 from __future__ import annotations
 
+import contextlib
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
 from pathlib import Path
 
+import httpx
 import numpy as np
 import pytest
 import soundfile as sf
@@ -253,3 +260,28 @@ def tiny_run(tmp_path_factory: pytest.TempPathFactory, tiny_tokenizer: PreTraine
                 param.normal_(0.0, 0.05)
     student.save_pretrained(root / "final")
     return root
+
+
+@contextlib.contextmanager
+def aura_serve(*args: str, timeout: float = 120.0) -> Iterator[str]:
+    """Run the real `aura serve` command on a free localhost port until /health answers; yields its URL."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    command = [str(Path(sys.executable).parent / "aura"), "serve", *args, "--port", str(port)]
+    process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + timeout
+        while True:
+            assert process.poll() is None, process.stderr.read().decode() if process.stderr else ""
+            assert time.monotonic() < deadline, "aura serve did not come up"
+            try:
+                if httpx.get(f"{url}/health").status_code == 200:
+                    break
+            except httpx.TransportError:
+                time.sleep(0.3)
+        yield url
+    finally:
+        process.terminate()
+        process.wait(timeout=20)

@@ -5,16 +5,12 @@ from __future__ import annotations
 
 import json
 import math
-import socket
-import subprocess
-import sys
-import time
 from pathlib import Path
 
-import httpx
 import openai
 import pytest
 import yaml
+from conftest import aura_serve
 from typer.testing import CliRunner
 
 from aura.cli import app
@@ -79,26 +75,9 @@ def test_diagnose_reads_the_shipped_heads(clips: dict[str, list], tmp_path: Path
 
 def test_serve_answers_with_the_shipped_checkpoint(clips: dict[str, list]) -> None:
     """`aura serve` with no --model, a real OpenAI client, a real spoken sentence to transcribe."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
-    command = [str(Path(sys.executable).parent / "aura"), "serve", "--port", str(port)]
-    process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    try:
-        deadline = time.monotonic() + 120
-        while True:
-            assert process.poll() is None, process.stderr.read().decode() if process.stderr else ""
-            assert time.monotonic() < deadline, "aura serve did not come up"
-            try:
-                if httpx.get(f"http://127.0.0.1:{port}/health").status_code == 200:
-                    break
-            except httpx.TransportError:
-                time.sleep(0.3)
-        client = openai.OpenAI(base_url=f"http://127.0.0.1:{port}/v1", api_key="none", max_retries=0)
+    with aura_serve() as url:
+        client = openai.OpenAI(base_url=f"{url}/v1", api_key="none", max_retries=0)
         example = clips["asr"][1]
         with open(example.audio, "rb") as handle:
             text = client.audio.transcriptions.create(model=DEFAULT_CHECKPOINT, file=handle).text
         assert text.strip() and math.isfinite(error_rates([example.response], [text]).wer)
-    finally:
-        process.terminate()
-        process.wait(timeout=20)

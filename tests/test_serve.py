@@ -6,8 +6,6 @@ from __future__ import annotations
 import base64
 import io
 import socket
-import subprocess
-import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -19,7 +17,7 @@ import openai
 import pytest
 import soundfile as sf
 import uvicorn
-from conftest import tone_clip
+from conftest import aura_serve, tone_clip
 from tiny_runs import tiny_runs
 
 from aura.features import SAMPLE_RATE, load_audio
@@ -240,27 +238,9 @@ def test_error_cases(server: str) -> None:
 def test_aura_serve_command(tmp_path_factory: pytest.TempPathFactory) -> None:
     """`aura serve` itself on a RUN_DIR from the real training loop, driven by the openai client."""
     run = tiny_runs(tmp_path_factory).aura
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
-    aura = Path(sys.executable).parent / "aura"
-    command = [str(aura), "serve", "--model", str(run), "--port", str(port), "--api-key", KEY]
-    process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    try:
-        deadline = time.monotonic() + 90
-        while True:
-            assert process.poll() is None, process.stderr.read().decode() if process.stderr else ""
-            assert time.monotonic() < deadline, "aura serve did not come up"
-            try:
-                if httpx.get(f"http://127.0.0.1:{port}/health").status_code == 200:
-                    break
-            except httpx.TransportError:
-                time.sleep(0.2)
-        client = openai.OpenAI(base_url=f"http://127.0.0.1:{port}/v1", api_key=KEY, max_retries=0)
+    with aura_serve("--model", str(run), "--api-key", KEY, timeout=90) as url:
+        client = openai.OpenAI(base_url=f"{url}/v1", api_key=KEY, max_retries=0)
         answer = client.chat.completions.create(
             model="run", messages=audio_message(wav_bytes(0.5)), max_tokens=3
         )
         assert answer.usage.completion_tokens >= 1 and answer.model == run.name
-    finally:
-        process.terminate()
-        process.wait(timeout=20)
