@@ -212,15 +212,15 @@ class Trainer:
         del teacher  # the aura student never needs it again: targets come from the cache
         if cfg.train.grad_checkpointing:
             student.llm.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
-        if cfg.train.init_from:
-            self._init_from(student, Path(cfg.train.init_from))
+        heads_trained = bool(cfg.train.init_from) and self._init_from(student, Path(cfg.train.init_from))
         self.module = TrainModule(student, self.heads, cfg)
         self.module.train()
         head_params = list(self.heads.parameters()) if self.heads is not None else []
         head_ids = {id(p) for p in head_params}
         student_params = [p for p in student.parameters() if p.requires_grad and id(p) not in head_ids]
         groups = [{"params": student_params, "lr": cfg.train.lr}]
-        delays = [cfg.train.head_warmup_steps if head_params else 0]
+        # the heads-only warm-up exists to fit fresh heads; heads brought by init_from are already fit
+        delays = [cfg.train.head_warmup_steps if head_params and not heads_trained else 0]
         if head_params:
             groups.append({"params": head_params, "lr": cfg.train.head_lr})
             delays.append(0)
@@ -290,8 +290,9 @@ class Trainer:
         mean, std, norm = self.cache.statistics([c.wave for c in self.train_clips], self.heads.teacher_layers)
         self.heads.set_statistics(mean, std, norm, cfg.distill.standardize)
 
-    def _init_from(self, student: AuraStudent, previous: Path) -> None:
-        """Start from a previous run's trained adapter, embedding and heads (e.g. joint after distill)."""
+    def _init_from(self, student: AuraStudent, previous: Path) -> bool:
+        """Start from a previous run's trained adapter, embedding and heads (e.g. joint after distill);
+        True when its heads were loaded too."""
         final = previous / "final"
         adapter = final / "adapter_model.safetensors"
         if not adapter.is_file() or not (final / EMBEDDING_FILE).is_file():
@@ -305,10 +306,12 @@ class Trainer:
                 previous_heads = DistillHeads.load(previous / HEADS_FILE)
                 if previous_heads.pairs == self.heads.pairs:
                     self.heads.heads.load_state_dict(previous_heads.heads.state_dict())
+                    return True
         except RuntimeError as err:
             raise TrainError(
                 f"train.init_from={previous}: its weights do not fit this model config ({err})."
             ) from err
+        return False
 
     # ------------------------------------------------------------------ checkpoints
     def _trainable(self) -> dict[str, torch.Tensor]:

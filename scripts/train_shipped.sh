@@ -44,9 +44,8 @@ run() {  # name overrides...
     fi
 }
 run distill train.stage=distill train.max_steps=800
-# The joint stage inherits the recipe's 100 heads-only steps (LoRA and embedding frozen while the heads
-# re-fit), so it runs 100 steps more to give LoRA the same number of steps as the other runs.
-run joint train.stage=joint "train.max_steps=$((JOINT_STEPS + 100))" "train.init_from=$OUT/distill" train.bf16=true
+# The joint stage brings the distilled heads along, so it skips the recipe's heads-only warm-up.
+run joint train.stage=joint "train.max_steps=$JOINT_STEPS" "train.init_from=$OUT/distill" train.bf16=true
 run nodistill train.stage=joint "train.max_steps=$JOINT_STEPS" distill.weight=0 train.bf16=true train.dev_every=0
 run bridge model.arch=bridge train.stage=joint "train.max_steps=$JOINT_STEPS" train.bf16=true train.dev_every=0
 [ -f "$OUT/eval/report.json" ] || $A eval --data "$DATA/test-asr/manifest.jsonl" \

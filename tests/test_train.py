@@ -137,11 +137,17 @@ def test_joint_stage_from_distilled_run_and_bridge(
     distill_run: Path, data: tuple[Path, Path], tmp_path: Path
 ) -> None:
     joint = _config(
-        *data, "train.stage=joint", "train.max_steps=4", "train.log_every=2", f"train.init_from={distill_run}"
+        *data,
+        "train.stage=joint",
+        "train.max_steps=4",
+        "train.log_every=2",
+        f"train.init_from={distill_run}",
+        "train.head_warmup_steps=4",
     )
     _train(joint, tmp_path / "joint")
     rows = _rows(tmp_path / "joint")
     assert float(rows[0]["lm_loss"]) > 0 and float(rows[0]["distill_loss"]) > 0
+    assert float(rows[0]["lr"]) > 0  # the heads came trained from init_from: no heads-only warm-up
     # starting from the distilled weights: the alignment is already where the distillation run ended
     assert float(rows[0]["cos_2"]) > float(_rows(distill_run)[0]["cos_2"])
     bridge = _config(
