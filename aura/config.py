@@ -89,7 +89,7 @@ class TrainConfig:
     head_lr: float = 1e-3
     weight_decay: float = 0.0
     warmup_steps: int = 30
-    head_warmup_steps: int = 0  # steps where only fresh distillation heads learn (0 when init_from brings heads)
+    head_warmup_steps: int = 0  # steps where only fresh heads learn (none if init_from brings heads)
     max_grad_norm: float = 1.0
     lm_weight: float = 1.0  # joint stage: total = distill.weight * distill + lm_weight * LM
     save_every: int = 100
