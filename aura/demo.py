@@ -223,11 +223,12 @@ def _print_summary(
         table.add_column(column, justify="right" if column != "system" else "left")
     for name, entry in systems.items():
         metrics, latency = entry.get("metrics", {}), entry.get("latency", {})
+        qa = metrics.get("context-qa", {})
         ttft = latency.get("ttft_ms_median")
         speedup = cascade_ttft / ttft if cascade_ttft and ttft else None
         table.add_row(
             name,
-            _fmt(_headline(metrics, "context-qa", "contained")),
+            _fmt(_headline(metrics, "context-qa", "accuracy" if "accuracy" in qa else "contained")),
             _fmt(_headline(metrics, "context-qa", "f1")),
             _fmt(_headline(metrics, "asr", "wer"), "{:.0%}"),
             _fmt(ttft, "{:.0f}"),

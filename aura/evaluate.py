@@ -58,6 +58,7 @@ class EvalItem:
     response: str
     transcript: str | None
     wave: np.ndarray = field(repr=False)
+    distractors: tuple[str, ...] | None = None
 
     @property
     def duration(self) -> float:
@@ -72,6 +73,7 @@ class EvalItem:
             response=example.response,
             transcript=example.transcript,
             wave=load_audio(example.audio, name=example.id),
+            distractors=None if example.distractors is None else tuple(example.distractors),
         )
 
     def text_prompt(self, transcript: str) -> str:
@@ -319,7 +321,9 @@ def score(items: Sequence[EvalItem], predictions: Sequence[str]) -> dict[str, di
             rates = error_rates(golds, preds)
             metrics[task] = {"wer": rates.wer, "cer": rates.cer, "n": len(indices)}
         else:
-            metrics[task] = {**qa_scores(preds, golds), "n": len(indices)}
+            rivals = [items[i].distractors for i in indices]
+            known = None if any(r is None for r in rivals) else rivals
+            metrics[task] = {**qa_scores(preds, golds, known), "n": len(indices)}
     return metrics
 
 
@@ -370,6 +374,8 @@ def _headline(task: str, values: dict[str, float]) -> tuple[str, float]:
     """The one accuracy number a task is plotted by (higher is better)."""
     if task == ASR_TASK:
         return "1 - WER", max(0.0, 1.0 - values["wer"])
+    if "accuracy" in values:
+        return "accuracy (gold answer, no distractor)", values["accuracy"]
     return "answer contained", values["contained"]
 
 
@@ -377,8 +383,8 @@ def _markdown(reports: Sequence[SystemReport], n: int, data: str) -> str:
     tasks = sorted({t for r in reports for t in r.metrics})
     columns = []
     for task in tasks:
-        keys = ["wer", "cer"] if task == ASR_TASK else ["em", "f1", "contained"]
-        columns += [(task, k) for k in keys]
+        keys = ["wer", "cer"] if task == ASR_TASK else ["em", "f1", "contained", "accuracy"]
+        columns += [(task, k) for k in keys if any(k in r.metrics.get(task, {}) for r in reports)]
     header = ["system"] + [f"{t} {k.upper() if k in ('wer', 'cer', 'em') else k}" for t, k in columns]
     header += ["TTFT ms (p10-p90)", "total ms", "RTF", "ex/s b1", "ex/s b8", "failed"]
     lines = [f"# aura eval: {n} examples from `{data}`", "", "| " + " | ".join(header) + " |"]
@@ -401,7 +407,8 @@ def _markdown(reports: Sequence[SystemReport], n: int, data: str) -> str:
         lines.append("| " + " | ".join(cells) + " |")
     lines += [
         "",
-        "WER/CER after Whisper's English normaliser; EM/F1 with SQuAD normalisation; TTFT from the moment the "
+        "WER/CER after Whisper's English normaliser; EM/F1 with SQuAD normalisation; contained = the gold "
+        "answer appears in the reply; accuracy = it does and no distractor the prompt offers does; TTFT from the moment the "
         "audio is in memory; RTF = total time / clip length (median); throughput = examples per second.",
     ]
     return "\n".join(lines) + "\n"

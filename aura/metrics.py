@@ -108,15 +108,33 @@ def contains_answer(prediction: str, gold: str) -> float:
     return float(f" {ref} " in f" {normalize_answer(prediction)} ")
 
 
-def qa_scores(predictions: Sequence[str], golds: Sequence[str]) -> dict[str, float]:
-    """Mean EM, token F1 and containment over a set of answers."""
+def picks_answer(prediction: str, gold: str, distractors: Sequence[str]) -> float:
+    """1.0 when the prediction contains the gold answer and none of the distractors.
+
+    Containment alone credits an answer that lists every candidate the context offers ("Asia, Europe
+    or Africa"); naming the gold answer *only* is what shows the question was understood.
+    """
+    return contains_answer(prediction, gold) * (
+        1.0 - max((contains_answer(prediction, d) for d in distractors), default=0.0)
+    )
+
+
+def qa_scores(
+    predictions: Sequence[str], golds: Sequence[str], distractors: Sequence[Sequence[str]] | None = None
+) -> dict[str, float]:
+    """Mean EM, token F1 and containment over a set of answers, plus `accuracy` (gold contained and no
+    distractor) when the examples come with distractors."""
     if len(predictions) != len(golds):
         raise ValueError(f"{len(golds)} answers but {len(predictions)} predictions")
     if not golds:
         raise ValueError("no answers to score")
     n = len(golds)
-    return {
+    scores = {
         "em": sum(exact_match(p, g) for p, g in zip(predictions, golds, strict=True)) / n,
         "f1": sum(token_f1(p, g) for p, g in zip(predictions, golds, strict=True)) / n,
         "contained": sum(contains_answer(p, g) for p, g in zip(predictions, golds, strict=True)) / n,
     }
+    if distractors is not None:
+        triples = zip(predictions, golds, distractors, strict=True)
+        scores["accuracy"] = sum(picks_answer(p, g, d) for p, g, d in triples) / n
+    return scores

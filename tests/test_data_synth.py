@@ -72,6 +72,10 @@ def test_context_qa_answer_is_in_the_context_and_question_is_needed() -> None:
         assert normalize_answer(plan.response) in normalize_answer(plan.prompt)
         assert plan.text not in plan.prompt  # the question is only spoken
         assert len(re.findall(r"[.!?](\s|$)", plan.prompt.replace("<audio>", ""))) >= 3
+        for rival in plan.distractors:  # the other countries' answers, offered by the same context
+            assert normalize_answer(rival) in normalize_answer(plan.prompt)
+            assert normalize_answer(rival) != normalize_answer(plan.response)
+    assert sum(bool(p.distractors) for p in plan_examples("context-qa", 80, "dev", seed=0)) > 60
 
 
 def test_instruct_mixes_tasks_and_summaries_name_the_country() -> None:

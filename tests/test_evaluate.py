@@ -39,12 +39,26 @@ def runs(tmp_path_factory: pytest.TempPathFactory) -> TinyRuns:
 def _hand_manifest(folder: Path) -> Path:
     folder.mkdir(parents=True, exist_ok=True)
     rows = [
-        ("a1", "asr", "Transcribe: <audio>", "The cat sat on the mat.", "the cat sat on the mat"),
-        ("q1", "context-qa", "France's capital is Paris. <audio>", "Paris", "what is the capital of france"),
-        ("q2", "context-qa", "<audio> Name the tower.", "the Eiffel Tower", "which tower is in paris"),
+        ("a1", "asr", "Transcribe: <audio>", "The cat sat on the mat.", "the cat sat on the mat", None),
+        (
+            "q1",
+            "context-qa",
+            "France's capital is Paris. Lyon is big. <audio>",
+            "Paris",
+            "what is the capital of france",
+            ["Lyon"],
+        ),
+        (
+            "q2",
+            "context-qa",
+            "<audio> Name the tower in Paris.",
+            "the Eiffel Tower",
+            "which tower is in paris",
+            ["Paris"],
+        ),
     ]
     examples = []
-    for i, (ex_id, task, prompt, response, transcript) in enumerate(rows):
+    for i, (ex_id, task, prompt, response, transcript, distractors) in enumerate(rows):
         sf.write(folder / f"{ex_id}.wav", np.zeros(8000 + 1600 * i, dtype=np.float32), SAMPLE_RATE)
         examples.append(
             Example(
@@ -55,6 +69,7 @@ def _hand_manifest(folder: Path) -> Path:
                 response=response,
                 transcript=transcript,
                 duration=(8000 + 1600 * i) / SAMPLE_RATE,
+                distractors=distractors,
             )
         )
     return write_manifest(examples, folder / "hand.jsonl")
@@ -69,9 +84,10 @@ def test_hand_made_manifest_scores_match_hand_computation(tmp_path: Path) -> Non
     assert metrics["asr"]["wer"] == pytest.approx(1 / 6)
     assert metrics["asr"]["cer"] == pytest.approx(3 / 22)
     # q1: exact after normalisation (EM 1, F1 1); q2: gold "eiffel tower" (article dropped), prediction
-    # "eiffel tower in paris": EM 0, P = 2/4, R = 2/2, F1 = 2/3; both contain their answer
+    # "eiffel tower in paris": EM 0, P = 2/4, R = 2/2, F1 = 2/3; both contain their answer, but q2 also
+    # names its distractor "Paris", so accuracy counts q1 only
     qa = metrics["context-qa"]
-    assert (qa["n"], qa["em"], qa["contained"]) == (2, 0.5, 1.0)
+    assert (qa["n"], qa["em"], qa["contained"], qa["accuracy"]) == (2, 0.5, 1.0, 0.5)
     assert qa["f1"] == pytest.approx((1 + 2 / 3) / 2)
 
     records = [
@@ -88,7 +104,7 @@ def test_hand_made_manifest_scores_match_hand_computation(tmp_path: Path) -> Non
     )
     assert report["systems"]["hand"]["metrics"]["asr"]["wer"] == pytest.approx(1 / 6)
     table = (tmp_path / "out" / "report.md").read_text()
-    assert "| hand | 16.7% | 13.6% | 50.0% | 83.3% | 100.0% | 200 (120-280) | 400 |" in table
+    assert "| hand | 16.7% | 13.6% | 50.0% | 83.3% | 100.0% | 50.0% | 200 (120-280) | 400 |" in table
     assert table.count("| system |") == 1
 
 

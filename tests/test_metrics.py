@@ -11,6 +11,7 @@ from aura.metrics import (
     exact_match,
     normalize_answer,
     normalize_transcript,
+    picks_answer,
     qa_scores,
     token_f1,
 )
@@ -49,4 +50,15 @@ def test_squad_normalisation_and_scores_by_hand() -> None:
     scores = qa_scores(["Paris.", "Eiffel Tower in Paris", "London"], ["Paris", "the Eiffel Tower", "Rome"])
     assert scores["em"] == pytest.approx(1 / 3)
     assert scores["f1"] == pytest.approx((1 + 2 / 3 + 0) / 3)
-    assert scores["contained"] == pytest.approx(2 / 3)
+    assert scores["contained"] == pytest.approx(2 / 3) and "accuracy" not in scores
+
+
+def test_accuracy_refuses_answers_that_also_name_a_distractor() -> None:
+    assert picks_answer("Asia", "Asia", ["Africa"]) == 1.0
+    assert picks_answer("Asia or Africa", "Asia", ["Africa"]) == 0.0  # lists the candidates
+    assert picks_answer("South Africa", "Asia", ["Africa"]) == 0.0  # wrong, names a distractor only
+    assert picks_answer("It is in Asia.", "Asia", []) == 1.0
+    scores = qa_scores(
+        ["Asia", "Asia and Europe", "Euro"], ["Asia", "Asia", "Franc"], [["Europe"], ["Europe"], []]
+    )
+    assert scores["contained"] == pytest.approx(2 / 3) and scores["accuracy"] == pytest.approx(1 / 3)

@@ -38,6 +38,9 @@ class Example(BaseModel):
     duration: float = Field(gt=0, description="clip length in seconds")
     voice: str | None = Field(default=None, description="espeak voice+variant of a synthetic clip")
     entity: str | None = Field(default=None, description="what the split was decided on (country, sentence)")
+    distractors: list[str] | None = Field(
+        default=None, description="wrong answers the prompt also offers; a correct answer names none of them"
+    )
 
 
 @dataclass(frozen=True)

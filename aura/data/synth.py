@@ -214,6 +214,7 @@ def synthesize(
                 duration=round(seconds, 3),
                 voice=job.voice,
                 entity=plan.entity,
+                distractors=list(plan.distractors) or None,
             )
         )
     return write_manifest(examples, out / "manifest.jsonl")

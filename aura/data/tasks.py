@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from aura.data.corpus import sentences_in
 from aura.data.facts import Country, countries_in, fact_kinds, make_fact
 from aura.data.splits import check_split
-from aura.metrics import normalize_transcript
+from aura.metrics import normalize_answer, normalize_transcript
 
 TASKS = ("asr", "spoken-qa", "context-qa", "instruct")
 # The instruct mixture: (sub-task, weight).
@@ -53,6 +53,7 @@ class Plan:
     response: str
     transcript: str
     entity: str
+    distractors: tuple[str, ...] = ()  # wrong answers the prompt also offers (context-qa)
 
 
 def _asr(rng: random.Random, split: str) -> Plan:
@@ -81,16 +82,25 @@ def _context_qa(rng: random.Random, pool: tuple[Country, ...]) -> Plan:
     kind = rng.choice(fact_kinds(country))
     fact = make_fact(country, kind, rng)
     others = [c for c in pool if c.iso != country.iso and kind in fact_kinds(c)]
-    statements = [fact.statement]
+    statements, distractors = [fact.statement], []
     for other in rng.sample(others, min(len(others), rng.randint(1, 2))):
-        statements.append(make_fact(other, kind, rng).statement)
+        rival = make_fact(other, kind, rng)
+        statements.append(rival.statement)
+        if normalize_answer(rival.answer) != normalize_answer(fact.answer):
+            distractors.append(rival.answer)
     fillers = [c for c in pool if c.iso != country.iso]
     for other in rng.sample(fillers, min(len(fillers), rng.randint(1, 3))):
         statements.append(make_fact(other, rng.choice(fact_kinds(other)), rng).statement)
     rng.shuffle(statements)
     prompt = rng.choice(CONTEXT_PROMPTS).format(context=" ".join(statements))
     return Plan(
-        "context-qa", fact.question, prompt, fact.answer, normalize_transcript(fact.question), country.iso
+        "context-qa",
+        fact.question,
+        prompt,
+        fact.answer,
+        normalize_transcript(fact.question),
+        country.iso,
+        tuple(distractors),
     )
 
 
