@@ -290,6 +290,11 @@ def diagnose(
         )
     elif probe_result:
         console.print(f"decoder probe skipped: {probe_result['skipped']}")
+    heard = result["listening"]
+    console.print(
+        f"listening ({heard['clips']} clips): LM loss {heard['own_audio_lm_loss']:.3f} with each clip's own "
+        f"audio vs {heard['other_audio_lm_loss']:.3f} with another clip's (gap {heard['gap']:.3f} nats/token)"
+    )
     if "note" in result:
         console.print(result["note"])
     console.print(f"wrote {Path(out) / 'alignment.json'} and {Path(out) / 'alignment.png'}")

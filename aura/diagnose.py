@@ -13,6 +13,9 @@ teacher's own Whisper decoder (greedy, KV cache). Only the clip's own frames are
 padding frames would carry the teacher's view of the clip into the student's result. The teacher's WER
 under the same conditions (its pooled states, same frames, same length cap) and its ordinary padded-window
 WER are reported beside the student's.
+
+Listening: the LM loss of the manifest's responses with each clip's own audio and with another clip's
+audio. Alignment says the states look like Whisper's; only this gap says the LLM reads them.
 """
 
 from __future__ import annotations
@@ -44,6 +47,7 @@ PROBE_SLACK_TOKENS = 2  # decoder length cap: reference length in Whisper tokens
 class Clip:
     id: str
     prompt: str
+    response: str
     reference: str | None
     wave: np.ndarray
 
@@ -87,6 +91,35 @@ def student_states(
             for i in range(len(chunk)):
                 out[layer].append(states[layer][i][batch.audio_mask[i]].float().cpu())
     return out
+
+
+@torch.no_grad()
+def listening(
+    student: AuraStudent, clips: Sequence[Clip], config: AuraConfig, batch_size: int = 8
+) -> dict[str, float]:
+    """LM loss (nats per response token) with each clip's own audio vs. the audio of the clip half the set
+    away. Equal losses mean the answers come from the prompt and the LLM's prior, not from the audio."""
+    if len(clips) < 2:
+        raise ValueError("listening needs at least 2 clips (it swaps their audio).")
+    texts = [student.render_prompt(c.prompt, config.data.system_prompt) for c in clips]
+    mels = [student.audio_features(c.wave) for c in clips]
+
+    def mean_loss(order: Sequence[int]) -> float:
+        total, tokens = 0.0, 0
+        for start in range(0, len(clips), batch_size):
+            idx = range(start, min(start + batch_size, len(clips)))
+            batch = student.build_batch(
+                [texts[i] for i in idx], [[mels[order[i]]] for i in idx], [clips[i].response for i in idx]
+            )
+            loss, _ = student.forward_lm(batch)
+            n = int((batch.labels[:, 1:] != -100).sum())
+            total, tokens = total + float(loss) * n, tokens + n
+        return total / tokens
+
+    n = len(clips)
+    own = mean_loss(range(n))
+    other = mean_loss([(i + n // 2) % n for i in range(n)])
+    return {"clips": n, "own_audio_lm_loss": own, "other_audio_lm_loss": other, "gap": other - own}
 
 
 def teacher_states(
@@ -244,6 +277,7 @@ def diagnose(
         Clip(
             ex.id,
             ex.prompt,
+            ex.response,
             ex.transcript or (ex.response if ex.task == "asr" else None),
             load_audio(ex.audio, name=ex.id),
         )
@@ -286,6 +320,7 @@ def diagnose(
             if key not in ("student", "teacher")
         },
     }
+    result["listening"] = listening(student, clips, config)
     if heads is None:
         result["note"] = (
             f"no {heads_path}: cosines through the heads and the decoder probe need the training run's heads."

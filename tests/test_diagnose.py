@@ -8,6 +8,7 @@ import math
 import shutil
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
@@ -15,7 +16,8 @@ from tiny_runs import TinyRuns, tiny_runs
 from typer.testing import CliRunner
 
 from aura.cli import app
-from aura.diagnose import diagnose, layer_alignment, run_folders
+from aura.config import AuraConfig
+from aura.diagnose import Clip, diagnose, layer_alignment, listening, run_folders
 from aura.distill import DistillHeads, linear_cka
 
 
@@ -61,7 +63,22 @@ def test_diagnose_writes_alignment_and_probe(runs: TinyRuns, tmp_path: Path) -> 
     assert probe["teacher_layer"] == 2 and probe["clips"] == 3 and len(probe["examples"]) == 3
     assert all(math.isfinite(probe[k]) for k in ("student_wer", "teacher_pooled_wer", "teacher_wer"))
     assert result["mean"]["cka"] == pytest.approx(sum(r["cka"] for r in saved["layers"]) / 3)
+    heard = saved["listening"]
+    assert heard["clips"] == 3 and heard["own_audio_lm_loss"] > 0
+    assert heard["gap"] == pytest.approx(heard["other_audio_lm_loss"] - heard["own_audio_lm_loss"])
     assert (tmp_path / "alignment.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_listening_gap_is_zero_only_when_the_audio_does_not_change(runs: TinyRuns) -> None:
+    from aura.student import AuraStudent
+
+    student = AuraStudent.from_pretrained(runs.aura / "final").eval()
+    rng = np.random.default_rng(0)
+    waves = [0.1 * rng.standard_normal(16000 * (1 + i)).astype(np.float32) for i in range(4)]
+    clips = [Clip(f"c{i}", "Transcribe: <audio>", f"word {i} here", None, w) for i, w in enumerate(waves)]
+    same = [Clip(c.id, c.prompt, c.response, None, waves[0]) for c in clips]
+    assert listening(student, same, AuraConfig())["gap"] == pytest.approx(0.0, abs=1e-5)
+    assert abs(listening(student, clips, AuraConfig())["gap"]) > 1e-4  # random weights do react to audio
 
 
 def test_cli_diagnose_without_heads_reports_cka_only(runs: TinyRuns, tmp_path: Path) -> None:
