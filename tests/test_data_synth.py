@@ -103,6 +103,7 @@ def test_synthesize_writes_valid_deterministic_manifest(tmp_path: Path) -> None:
     rows_a = [json.loads(x) for x in first.read_text().splitlines()]
     rows_b = [json.loads(x) for x in again.read_text().splitlines()]
     assert rows_a == rows_b  # same seed, same data, whatever the number of workers
+    assert all(isinstance(row["distractors"], list) for row in rows_a)  # [] when none: accuracy stays defined
     for ra in rows_a:
         assert (tmp_path / "a" / ra["audio"]).read_bytes() == (tmp_path / "b" / ra["audio"]).read_bytes()
         info = sf.info(tmp_path / "a" / ra["audio"])

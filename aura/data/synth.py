@@ -214,7 +214,7 @@ def synthesize(
                 duration=round(seconds, 3),
                 voice=job.voice,
                 entity=plan.entity,
-                distractors=list(plan.distractors) or None,
+                distractors=list(plan.distractors) if plan.task == "context-qa" else None,
             )
         )
     return write_manifest(examples, out / "manifest.jsonl")
