@@ -327,6 +327,20 @@ def score(items: Sequence[EvalItem], predictions: Sequence[str]) -> dict[str, di
     return metrics
 
 
+def chance_accuracy(items: Sequence[EvalItem]) -> dict[str, float]:
+    """Per QA task whose examples all list distractors: the accuracy of picking one of the candidates the
+    prompt offers uniformly, the floor a system that does not hear the question still reaches."""
+    by_task: dict[str, list[tuple[str, ...] | None]] = {}
+    for item in items:
+        if item.task != ASR_TASK:
+            by_task.setdefault(item.task, []).append(item.distractors)
+    return {
+        task: sum(1 / (1 + len(d)) for d in rivals) / len(rivals)  # type: ignore[arg-type]
+        for task, rivals in sorted(by_task.items())
+        if all(d is not None for d in rivals)
+    }
+
+
 @dataclass
 class SystemReport:
     name: str
@@ -379,7 +393,7 @@ def _headline(task: str, values: dict[str, float]) -> tuple[str, float]:
     return "answer contained", values["contained"]
 
 
-def _markdown(reports: Sequence[SystemReport], n: int, data: str) -> str:
+def _markdown(reports: Sequence[SystemReport], n: int, data: str, chance: dict[str, float]) -> str:
     tasks = sorted({t for r in reports for t in r.metrics})
     columns = []
     for task in tasks:
@@ -411,6 +425,12 @@ def _markdown(reports: Sequence[SystemReport], n: int, data: str) -> str:
         "answer appears in the reply; accuracy = it does and no distractor the prompt offers does; TTFT from the moment the "
         "audio is in memory; RTF = total time / clip length (median); throughput = examples per second.",
     ]
+    if chance:
+        floors = ", ".join(f"{task} {100 * value:.1f}%" for task, value in chance.items())
+        lines += [
+            "",
+            f"Chance accuracy (one of the candidates each prompt offers, picked uniformly): {floors}.",
+        ]
     return "\n".join(lines) + "\n"
 
 
@@ -486,6 +506,7 @@ def write_report(
         "data": data,
         "n": len(items),
         "tasks": dict(Counter(item.task for item in items)),
+        "chance_accuracy": chance_accuracy(items),
         "machine": {"torch_threads": torch.get_num_threads(), "torch": torch.__version__},
         "systems": {
             r.name: {
@@ -497,7 +518,7 @@ def write_report(
             for r in reports
         },
     }
-    (out / "report.md").write_text(_markdown(reports, len(items), data))
+    (out / "report.md").write_text(_markdown(reports, len(items), data, report["chance_accuracy"]))
     with (out / "predictions.jsonl").open("w", encoding="utf-8") as handle:
         for r in reports:
             for rec in r.records:

@@ -106,6 +106,8 @@ def test_hand_made_manifest_scores_match_hand_computation(tmp_path: Path) -> Non
     table = (tmp_path / "out" / "report.md").read_text()
     assert "| hand | 16.7% | 13.6% | 50.0% | 83.3% | 100.0% | 50.0% | 200 (120-280) | 400 |" in table
     assert table.count("| system |") == 1
+    # q1 offers Paris or Lyon, q2 the Eiffel Tower or Paris: a blind pick is right half the time
+    assert report["chance_accuracy"] == {"context-qa": 0.5} and "context-qa 50.0%" in table
 
 
 def test_parse_systems_rejects_unknown_and_repeated() -> None:
