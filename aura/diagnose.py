@@ -95,28 +95,32 @@ def student_states(
 
 @torch.no_grad()
 def listening(
-    student: AuraStudent, clips: Sequence[Clip], config: AuraConfig, batch_size: int = 8
+    student: AuraStudent,
+    prompts: Sequence[str],
+    responses: Sequence[str],
+    mels: Sequence[torch.Tensor],
+    system_prompt: str | None = None,
+    batch_size: int = 8,
 ) -> dict[str, float]:
     """LM loss (nats per response token) with each clip's own audio vs. the audio of the clip half the set
     away. Equal losses mean the answers come from the prompt and the LLM's prior, not from the audio."""
-    if len(clips) < 2:
+    if len(prompts) < 2:
         raise ValueError("listening needs at least 2 clips (it swaps their audio).")
-    texts = [student.render_prompt(c.prompt, config.data.system_prompt) for c in clips]
-    mels = [student.audio_features(c.wave) for c in clips]
+    texts = [student.render_prompt(prompt, system_prompt) for prompt in prompts]
 
     def mean_loss(order: Sequence[int]) -> float:
         total, tokens = 0.0, 0
-        for start in range(0, len(clips), batch_size):
-            idx = range(start, min(start + batch_size, len(clips)))
+        for start in range(0, len(texts), batch_size):
+            idx = range(start, min(start + batch_size, len(texts)))
             batch = student.build_batch(
-                [texts[i] for i in idx], [[mels[order[i]]] for i in idx], [clips[i].response for i in idx]
+                [texts[i] for i in idx], [[mels[order[i]]] for i in idx], [responses[i] for i in idx]
             )
             loss, _ = student.forward_lm(batch)
             n = int((batch.labels[:, 1:] != -100).sum())
             total, tokens = total + float(loss) * n, tokens + n
         return total / tokens
 
-    n = len(clips)
+    n = len(texts)
     own = mean_loss(range(n))
     other = mean_loss([(i + n // 2) % n for i in range(n)])
     return {"clips": n, "own_audio_lm_loss": own, "other_audio_lm_loss": other, "gap": other - own}
@@ -320,7 +324,10 @@ def diagnose(
             if key not in ("student", "teacher")
         },
     }
-    result["listening"] = listening(student, clips, config)
+    mels = [student.audio_features(c.wave) for c in clips]
+    result["listening"] = listening(
+        student, [c.prompt for c in clips], [c.response for c in clips], mels, config.data.system_prompt
+    )
     if heads is None:
         result["note"] = (
             f"no {heads_path}: cosines through the heads and the decoder probe need the training run's heads."

@@ -500,8 +500,20 @@ class Trainer:
                 if key != "tokens":
                     sums[key] = sums.get(key, 0.0) + float(value)
             batches += 1
-        self.module.train()
         row = {"step": self.step, **{f"dev_{k}": v / batches for k, v in sums.items()}}
+        if self.config.train.stage == "joint" and len(self.dev_clips) > 1:
+            from aura.diagnose import listening
+
+            heard = listening(
+                self.acc.unwrap_model(self.model).student,
+                [c.example.prompt for c in self.dev_clips],
+                [c.example.response for c in self.dev_clips],
+                [self._mel(c) for c in self.dev_clips],
+                self.config.data.system_prompt,
+                self.config.train.batch_size,
+            )
+            row["dev_listening_gap"] = heard["gap"]  # > 0: the LM loss rises when the audio is swapped
+        self.module.train()
         self.acc.log({k: v for k, v in row.items() if k != "step"}, step=self.step)
         if self.acc.is_main_process:
             self._write_row(row)

@@ -16,8 +16,7 @@ from tiny_runs import TinyRuns, tiny_runs
 from typer.testing import CliRunner
 
 from aura.cli import app
-from aura.config import AuraConfig
-from aura.diagnose import Clip, diagnose, layer_alignment, listening, run_folders
+from aura.diagnose import diagnose, layer_alignment, listening, run_folders
 from aura.distill import DistillHeads, linear_cka
 
 
@@ -75,10 +74,11 @@ def test_listening_gap_is_zero_only_when_the_audio_does_not_change(runs: TinyRun
     student = AuraStudent.from_pretrained(runs.aura / "final").eval()
     rng = np.random.default_rng(0)
     waves = [0.1 * rng.standard_normal(16000 * (1 + i)).astype(np.float32) for i in range(4)]
-    clips = [Clip(f"c{i}", "Transcribe: <audio>", f"word {i} here", None, w) for i, w in enumerate(waves)]
-    same = [Clip(c.id, c.prompt, c.response, None, waves[0]) for c in clips]
-    assert listening(student, same, AuraConfig())["gap"] == pytest.approx(0.0, abs=1e-5)
-    assert abs(listening(student, clips, AuraConfig())["gap"]) > 1e-4  # random weights do react to audio
+    mels = [student.audio_features(w) for w in waves]
+    prompts, responses = ["Transcribe: <audio>"] * 4, [f"word {i} here" for i in range(4)]
+    same = listening(student, prompts, responses, [mels[0]] * 4)
+    assert same["gap"] == pytest.approx(0.0, abs=1e-5)
+    assert abs(listening(student, prompts, responses, mels)["gap"]) > 1e-4  # random weights react to audio
 
 
 def test_cli_diagnose_without_heads_reports_cka_only(runs: TinyRuns, tmp_path: Path) -> None:

@@ -143,9 +143,14 @@ def test_joint_stage_from_distilled_run_and_bridge(
         "train.log_every=2",
         f"train.init_from={distill_run}",
         "train.head_warmup_steps=4",
+        f"data.dev={data[0]}",
+        "train.dev_every=4",
     )
     _train(joint, tmp_path / "joint")
     rows = _rows(tmp_path / "joint")
+    dev = [r for r in rows if r.get("dev_listening_gap")]
+    assert [r["step"] for r in dev] == ["0", "4"] and all(float(r["dev_lm_loss"]) > 0 for r in dev)
+    rows = [r for r in rows if r.get("lm_loss")]
     assert float(rows[0]["lm_loss"]) > 0 and float(rows[0]["distill_loss"]) > 0
     assert float(rows[0]["lr"]) > 0  # the heads came trained from init_from: no heads-only warm-up
     # starting from the distilled weights: the alignment is already where the distillation run ended
