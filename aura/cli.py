@@ -225,26 +225,34 @@ def eval_(
     throughput_examples: int = typer.Option(
         16, "--throughput-examples", min=1, help="Examples timed at batch 1 and batch 8 for throughput."
     ),
+    rescore: bool = typer.Option(
+        False, "--rescore", help="Rescore the earlier run in --out from its predictions (no generation)."
+    ),
     quiet: bool = typer.Option(False, "--quiet", help="No progress bar."),
 ) -> None:
     """Compare AuRA with the cascade, bridge and text-ceiling baselines: accuracy, latency, plots."""
     from pathlib import Path
 
+    from aura.evaluate import rescore as rescore_run
     from aura.evaluate import run_eval
 
-    report = run_eval(
-        data,
-        systems,
-        out,
-        model=model,
-        bridge_model=bridge_model,
-        llm=llm,
-        teacher=teacher,
-        limit=limit,
-        beam_size=beam_size,
-        max_new_tokens=max_new_tokens,
-        throughput_items=throughput_examples,
-        progress=not quiet,
+    report = (
+        rescore_run(out, data)
+        if rescore
+        else run_eval(
+            data,
+            systems,
+            out,
+            model=model,
+            bridge_model=bridge_model,
+            llm=llm,
+            teacher=teacher,
+            limit=limit,
+            beam_size=beam_size,
+            max_new_tokens=max_new_tokens,
+            throughput_items=throughput_examples,
+            progress=not quiet,
+        )
     )
     sys.stdout.write((Path(out) / "report.md").read_text())
     failed = sum(s["failed"] for s in report["systems"].values())

@@ -711,3 +711,33 @@ def run_eval(
         factory.release(name)
     label = str(data) if isinstance(data, str | Path) else ", ".join(map(str, data))
     return write_report(reports, items, label, Path(out))
+
+
+def rescore(out: str | Path, data: str | Path | Sequence[str | Path]) -> dict[str, Any]:
+    """Recompute the metrics of an earlier `aura eval` in `out` from its predictions.jsonl and the (possibly
+    updated) manifests, keeping its timings: for a metric or manifest change without regenerating."""
+    out = Path(out)
+    try:
+        old = json.loads((out / "report.json").read_text())
+        lines = (out / "predictions.jsonl").read_text().splitlines()
+    except (OSError, json.JSONDecodeError) as err:
+        raise EvalError(
+            f"{out}: no readable report.json and predictions.jsonl from `aura eval` ({err})."
+        ) from err
+    items = load_items(data)
+    by_id = {item.id: item for item in items}
+    records: dict[str, list[Record]] = {}
+    for line in lines:
+        row = json.loads(line)
+        records.setdefault(row.pop("system"), []).append(Record(**row))
+    reports = []
+    for name, mine in records.items():
+        missing = [r.id for r in mine if r.id not in by_id]
+        if missing:
+            raise EvalError(
+                f"{out}: {name} answered {missing[0]!r}, which is not in the given --data manifests."
+            )
+        metrics = score([by_id[r.id] for r in mine], [r.prediction for r in mine])
+        reports.append(SystemReport(name, mine, metrics, old["systems"][name]["latency"]))
+    answered = {r.id for mine in records.values() for r in mine}
+    return write_report(reports, [item for item in items if item.id in answered], old["data"], out)

@@ -177,7 +177,17 @@ def test_cli_eval_writes_report_and_errors_in_one_line(
     result = CliRunner().invoke(app, [*argv, "--systems", systems, "--max-new-tokens", "3"])
     assert result.exit_code == 0, result.output
     assert "| text |" in result.stdout and "| mine |" in result.stdout
-    assert json.loads((out / "report.json").read_text())["n"] == 1
+    first = json.loads((out / "report.json").read_text())
+    assert first["n"] == 1
+    # rescoring reuses the predictions and timings: same numbers, same single answered example
+    result = CliRunner().invoke(app, ["eval", "--data", str(runs.manifest), "--out", str(out), "--rescore"])
+    assert result.exit_code == 0, result.output
+    again = json.loads((out / "report.json").read_text())
+    assert again["n"] == 1 and again["systems"] == first["systems"]
+    result = CliRunner().invoke(
+        app, ["eval", "--data", str(runs.manifest), "--out", str(tmp_path), "--rescore"]
+    )
+    assert result.exit_code != 0 and "no readable report.json" in str(result.exception)
     monkeypatch.setattr(sys, "argv", ["aura", *argv, "--systems", "aura,text"])
     with pytest.raises(SystemExit) as exit_info:
         main()
