@@ -389,7 +389,7 @@ def _headline(task: str, values: dict[str, float]) -> tuple[str, float]:
     if task == ASR_TASK:
         return "1 - WER", max(0.0, 1.0 - values["wer"])
     if "accuracy" in values:
-        return "accuracy (gold answer, no distractor)", values["accuracy"]
+        return "accuracy", values["accuracy"]
     return "answer contained", values["contained"]
 
 
@@ -434,14 +434,14 @@ def _markdown(reports: Sequence[SystemReport], n: int, data: str, chance: dict[s
     return "\n".join(lines) + "\n"
 
 
-def _plots(reports: Sequence[SystemReport], out: Path) -> list[Path]:
+def _plots(reports: Sequence[SystemReport], out: Path, chance: dict[str, float]) -> list[Path]:
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     paths = []
-    fig, ax = plt.subplots(figsize=(6.5, 4.5))
+    fig, ax = plt.subplots(figsize=(9, 4.5))
     markers = "osD^v<>"
     tasks = sorted({t for r in reports for t in r.metrics})
     for ri, report in enumerate(reports):
@@ -462,6 +462,8 @@ def _plots(reports: Sequence[SystemReport], out: Path) -> list[Path]:
                 capsize=3,
                 label=f"{report.name} / {task} ({label})",
             )
+    for task, floor in chance.items():
+        ax.axhline(floor, color="grey", linestyle=":", label=f"chance / {task}")
     timed = [r.latency["ttft_ms_median"] for r in reports if r.latency]
     if timed and max(timed) > 10 * min(timed):
         ax.set_xscale("log")
@@ -470,7 +472,7 @@ def _plots(reports: Sequence[SystemReport], out: Path) -> list[Path]:
     ax.set_ylim(-0.05, 1.05)
     ax.set_title("accuracy vs time to first token")
     ax.grid(alpha=0.3)
-    ax.legend(fontsize=7, loc="best")
+    ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.02, 1.0))
     fig.tight_layout()
     paths.append(out / "accuracy_vs_ttft.png")
     fig.savefig(paths[-1], dpi=120)
@@ -523,7 +525,7 @@ def write_report(
         for r in reports:
             for rec in r.records:
                 handle.write(json.dumps({"system": r.name, **asdict(rec)}) + "\n")
-    report["plots"] = [str(p) for p in _plots(reports, out)]
+    report["plots"] = [str(p) for p in _plots(reports, out, report["chance_accuracy"])]
     (out / "report.json").write_text(json.dumps(report, indent=2))
     return report
 
