@@ -364,7 +364,11 @@ def data_check(
 
 @data_app.command("synth")
 def data_synth(
-    task: str = typer.Option(..., "--task", help="asr, spoken-qa, context-qa or instruct."),
+    task: str = typer.Option(
+        ...,
+        "--task",
+        help="asr, asr-words (random words: no sentence to guess), spoken-qa, context-qa or instruct.",
+    ),
     n: int = typer.Option(..., "--n", min=1, help="Number of examples."),
     out: str = typer.Option(..., "--out", help="Output folder (manifest.jsonl and audio/)."),
     seed: int = typer.Option(0, "--seed", help="Same seed, same data."),

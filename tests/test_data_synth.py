@@ -19,7 +19,7 @@ from aura.data.manifest import scan_manifest
 from aura.data.splits import SPLITS, split_of
 from aura.data.synth import SynthError, add_noise, synthesize, voices_for
 from aura.data.tasks import plan_examples
-from aura.metrics import normalize_answer
+from aura.metrics import normalize_answer, normalize_transcript
 
 
 def test_splits_partition_countries_and_sentences() -> None:
@@ -76,6 +76,17 @@ def test_context_qa_answer_is_in_the_context_and_question_is_needed() -> None:
             assert normalize_answer(rival) in normalize_answer(plan.prompt)
             assert normalize_answer(rival) != normalize_answer(plan.response)
     assert sum(bool(p.distractors) for p in plan_examples("context-qa", 80, "dev", seed=0)) > 60
+
+
+def test_asr_words_are_random_words_of_the_split() -> None:
+    plans = plan_examples("asr-words", 50, "train", seed=0)
+    train_words = {w for s in sentences_in("train") for w in normalize_transcript(s).split()}
+    sentences = set(sentences_in("train"))
+    for plan in plans:
+        words = plan.response.split()
+        assert plan.task == "asr" and 4 <= len(words) <= 8 and set(words) <= train_words
+        assert plan.response not in sentences and plan.transcript == plan.response
+    assert len({p.response for p in plans}) == 50
 
 
 def test_instruct_mixes_tasks_and_summaries_name_the_country() -> None:

@@ -6,6 +6,7 @@ the audio is rendered afterwards in parallel from these plain records.
 
 from __future__ import annotations
 
+import functools
 import random
 from dataclasses import dataclass
 
@@ -14,7 +15,7 @@ from aura.data.facts import Country, countries_in, fact_kinds, make_fact
 from aura.data.splits import check_split
 from aura.metrics import normalize_answer, normalize_transcript
 
-TASKS = ("asr", "spoken-qa", "context-qa", "instruct")
+TASKS = ("asr", "asr-words", "spoken-qa", "context-qa", "instruct")
 # The instruct mixture: (sub-task, weight).
 INSTRUCT_MIX = (("asr", 3), ("spoken-qa", 3), ("context-qa", 2), ("summarize", 2))
 
@@ -60,6 +61,21 @@ def _asr(rng: random.Random, split: str) -> Plan:
     pool = sentences_in(split)
     sentence = rng.choice(pool)
     return Plan("asr", sentence, rng.choice(ASR_PROMPTS), sentence, normalize_transcript(sentence), sentence)
+
+
+@functools.cache
+def _vocabulary(split: str) -> tuple[str, ...]:
+    words = {
+        w for s in sentences_in(split) for w in normalize_transcript(s).split() if w.isalpha() and len(w) > 2
+    }
+    return tuple(sorted(words))
+
+
+def _asr_words(rng: random.Random, split: str) -> Plan:
+    """Transcription of 4-8 words drawn at random from the split's sentences: with no sentence to guess,
+    the LLM's prior cannot stand in for listening (the shortcut plain `asr` leaves open)."""
+    text = " ".join(rng.sample(_vocabulary(split), rng.randint(4, 8)))
+    return Plan("asr", text, rng.choice(ASR_PROMPTS), text, normalize_transcript(text), text)
 
 
 def _spoken_qa(rng: random.Random, pool: tuple[Country, ...]) -> Plan:
@@ -126,6 +142,7 @@ def plan_examples(task: str, n: int, split: str, seed: int) -> list[Plan]:
     pool = countries_in(split)
     makers = {
         "asr": lambda: _asr(rng, split),
+        "asr-words": lambda: _asr_words(rng, split),
         "spoken-qa": lambda: _spoken_qa(rng, pool),
         "context-qa": lambda: _context_qa(rng, pool),
         "summarize": lambda: _summarize(rng, pool),
