@@ -97,7 +97,7 @@ class TrainConfig:
     seed: int = 0
     bf16: bool = False
     grad_checkpointing: bool = False
-    init_from: str | None = None  # a previous RUN_DIR whose trainable weights start this run
+    init_from: str | None = None  # RUN_DIR, RUN_DIR/final or a shipped name: trainable weights to start from
     dev_every: int = 0  # evaluate the distillation metrics on data.dev every n steps (0 = never)
 
 

@@ -35,7 +35,7 @@ from aura.config import AuraConfig, load_config
 from aura.data.manifest import AUDIO_PLACEHOLDER, read_manifest
 from aura.distill import HEADS_FILE, DistillHeads, layer_map, linear_cka
 from aura.features import encoder_frames, load_audio
-from aura.infer import checkpoint_folder
+from aura.infer import run_folders
 from aura.metrics import error_rates
 from aura.student import AuraStudent
 from aura.teacher_cache import pool_frames
@@ -50,13 +50,6 @@ class Clip:
     response: str
     reference: str | None
     wave: np.ndarray
-
-
-def run_folders(model: str | Path) -> tuple[Path, Path]:
-    """(inference checkpoint folder, run directory) for `--model` given as RUN_DIR or RUN_DIR/final."""
-    folder = checkpoint_folder(model)
-    run_dir = folder.parent if folder.name == "final" else folder
-    return folder, run_dir
 
 
 def _run_config(run_dir: Path, student: AuraStudent) -> AuraConfig:

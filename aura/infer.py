@@ -225,14 +225,20 @@ def checkpoint_folder(name_or_path: str | Path) -> Path:
             f"{path}: not an AuRA checkpoint (no {CONFIG_FILE} in it or in {path / 'final'}). "
             "Give a RUN_DIR from `aura train`, its final/ folder, or a folder written by `aura export`."
         )
-    # a shipped checkpoint's registry name (issue 8): the registry maps it to its folder
-    resolve = getattr(registry, "resolve_checkpoint", None)
-    if resolve is not None and not path.is_absolute() and len(path.parts) == 1:
-        return checkpoint_folder(resolve(str(name_or_path)))
+    if not path.is_absolute() and len(path.parts) == 1:  # a shipped checkpoint's registry name
+        return checkpoint_folder(registry.resolve_checkpoint(str(name_or_path)))
     raise CheckpointError(
         f"{name_or_path!r}: no such checkpoint folder. Give a RUN_DIR from `aura train`, its final/ folder, "
         "or a folder written by `aura export`."
     )
+
+
+def run_folders(model: str | Path) -> tuple[Path, Path]:
+    """(inference checkpoint folder, run directory) for RUN_DIR, RUN_DIR/final or a shipped name. The run
+    directory holds the training-only files (heads, config.yaml); a shipped checkpoint keeps them inside."""
+    folder = checkpoint_folder(model)
+    run_dir = folder.parent if folder.name == "final" else folder
+    return folder, run_dir
 
 
 class AuraModel:

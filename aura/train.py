@@ -41,7 +41,9 @@ from aura.config import AuraConfig, ConfigError
 from aura.data.manifest import Example, read_manifest
 from aura.distill import HEADS_FILE, DistillHeads, distill_terms, layer_map
 from aura.features import load_audio
-from aura.student import AUDIO_PLACEHOLDER, EMBEDDING_FILE, AuraStudent
+from aura.infer import run_folders
+from aura.registry import ModelNotFoundError
+from aura.student import AUDIO_PLACEHOLDER, EMBEDDING_FILE, AuraStudent, CheckpointError
 from aura.teacher_cache import TeacherCache
 
 CHECKPOINTS = "checkpoints"
@@ -212,7 +214,7 @@ class Trainer:
         del teacher  # the aura student never needs it again: targets come from the cache
         if cfg.train.grad_checkpointing:
             student.llm.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
-        heads_trained = bool(cfg.train.init_from) and self._init_from(student, Path(cfg.train.init_from))
+        heads_trained = bool(cfg.train.init_from) and self._init_from(student, cfg.train.init_from)
         self.module = TrainModule(student, self.heads, cfg)
         self.module.train()
         head_params = list(self.heads.parameters()) if self.heads is not None else []
@@ -290,20 +292,24 @@ class Trainer:
         mean, std, norm = self.cache.statistics([c.wave for c in self.train_clips], self.heads.teacher_layers)
         self.heads.set_statistics(mean, std, norm, cfg.distill.standardize)
 
-    def _init_from(self, student: AuraStudent, previous: Path) -> bool:
-        """Start from a previous run's trained adapter, embedding and heads (e.g. joint after distill);
-        True when its heads were loaded too."""
-        final = previous / "final"
+    def _init_from(self, student: AuraStudent, previous: str) -> bool:
+        """Start from a previous run's trained adapter, embedding and heads (e.g. joint after distill, or
+        a continuation of the shipped checkpoint); True when its heads were loaded too."""
+        try:
+            final, run_dir = run_folders(previous)
+        except (CheckpointError, ModelNotFoundError) as err:
+            raise TrainError(f"train.init_from={previous}: {err}") from err
         adapter = final / "adapter_model.safetensors"
         if not adapter.is_file() or not (final / EMBEDDING_FILE).is_file():
             raise TrainError(
-                f"train.init_from={previous}: no {final}/ checkpoint (adapter + embedding) to start from."
+                f"train.init_from={previous}: {final} has no adapter + audio embedding to start from "
+                "(a merged `aura export` folder cannot be trained further)."
             )
         try:
             set_peft_model_state_dict(student.llm, load_file(adapter))
             student.audio.load_state_dict(load_file(final / EMBEDDING_FILE), strict=False)
-            if self.heads is not None and (previous / HEADS_FILE).is_file():
-                previous_heads = DistillHeads.load(previous / HEADS_FILE)
+            if self.heads is not None and (run_dir / HEADS_FILE).is_file():
+                previous_heads = DistillHeads.load(run_dir / HEADS_FILE)
                 if previous_heads.pairs == self.heads.pairs:
                     self.heads.heads.load_state_dict(previous_heads.heads.state_dict())
                     return True

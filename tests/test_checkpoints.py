@@ -3,6 +3,7 @@ would: by name, with real espeak speech from held-out test entities and voices t
 
 from __future__ import annotations
 
+import csv
 import json
 import math
 from pathlib import Path
@@ -81,3 +82,34 @@ def test_serve_answers_with_the_shipped_checkpoint(clips: dict[str, list]) -> No
         with open(example.audio, "rb") as handle:
             text = client.audio.transcriptions.create(model=DEFAULT_CHECKPOINT, file=handle).text
         assert text.strip() and math.isfinite(error_rates([example.response], [text]).wer)
+
+
+def test_training_continues_from_the_shipped_checkpoint(clips: dict[str, list], tmp_path: Path) -> None:
+    """`train.init_from=aura-smollm2-135m`: a continuation starts from the shipped adapter, embedding and
+    heads, so the alignment is already there at step 0 and no heads-only warm-up is spent."""
+    asr = Path(clips["asr"][0].audio).parent.parent / "manifest.jsonl"
+    args = [
+        "train",
+        "--config",
+        "aura/recipes/aura-smollm2-135m.yaml",
+        "--out",
+        str(tmp_path / "run"),
+        f"data.train={asr}",
+        f"data.dev={asr}",
+        f"distill.cache_dir={tmp_path / 'cache'}",
+        "train.stage=joint",
+        f"train.init_from={DEFAULT_CHECKPOINT}",
+        "train.batch_size=2",
+        "train.max_steps=1",
+        "train.log_every=1",
+        "train.dev_every=1",
+    ]
+    result = CliRunner().invoke(app, args)
+    assert result.exit_code == 0, result.output
+    with (tmp_path / "run" / "metrics.csv").open() as handle:
+        rows = list(csv.DictReader(handle))
+    dev = next(r for r in rows if r.get("dev_ccos_4"))
+    assert dev["step"] == "0" and float(dev["dev_ccos_0"]) > 0.9 and float(dev["dev_ccos_4"]) > 0.5
+    assert float(next(r for r in rows if r.get("lm_loss"))["lr"]) > 0
+    bad = CliRunner().invoke(app, [*args[:4], str(tmp_path / "bad"), *args[5:-5], "train.init_from=no-such"])
+    assert bad.exit_code != 0 and "train.init_from=no-such" in bad.output
