@@ -330,14 +330,15 @@ def score(items: Sequence[EvalItem], predictions: Sequence[str]) -> dict[str, di
 def chance_accuracy(items: Sequence[EvalItem]) -> dict[str, float]:
     """Per QA task whose examples all list distractors: the accuracy of picking one of the candidates the
     prompt offers uniformly, the floor a system that does not hear the question still reaches."""
-    by_task: dict[str, list[tuple[str, ...] | None]] = {}
+    by_task: dict[str, list[int | None]] = {}  # per example: how many candidates the prompt offers
     for item in items:
         if item.task != ASR_TASK:
-            by_task.setdefault(item.task, []).append(item.distractors)
+            candidates = None if item.distractors is None else 1 + len(item.distractors)
+            by_task.setdefault(item.task, []).append(candidates)
     return {
-        task: sum(1 / (1 + len(d)) for d in rivals) / len(rivals)  # type: ignore[arg-type]
-        for task, rivals in sorted(by_task.items())
-        if all(d is not None for d in rivals)
+        task: sum(1 / n for n in counts if n) / len(counts)
+        for task, counts in sorted(by_task.items())
+        if None not in counts
     }
 
 
