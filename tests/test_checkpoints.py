@@ -112,4 +112,4 @@ def test_training_continues_from_the_shipped_checkpoint(clips: dict[str, list], 
     assert dev["step"] == "0" and float(dev["dev_ccos_0"]) > 0.9 and float(dev["dev_ccos_4"]) > 0.5
     assert float(next(r for r in rows if r.get("lm_loss"))["lr"]) > 0
     bad = CliRunner().invoke(app, [*args[:4], str(tmp_path / "bad"), *args[5:-5], "train.init_from=no-such"])
-    assert bad.exit_code != 0 and "train.init_from=no-such" in bad.output
+    assert bad.exit_code != 0 and "train.init_from=no-such" in str(bad.exception)
