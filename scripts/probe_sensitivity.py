@@ -80,4 +80,7 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    try:
+        main()
+    except (OSError, ValueError) as err:  # a missing/broken manifest or audio file: one line, no traceback
+        raise SystemExit(f"probe_sensitivity: {err}") from None
