@@ -158,8 +158,13 @@ def layer_alignment(
     return rows
 
 
-def _to_50hz(states: torch.Tensor, k: int, frames: int) -> torch.Tensor:
-    return states.repeat_interleave(k, dim=0)[:frames]
+def probe_decode(teacher: Any, states: torch.Tensor, k: int, clip: Clip) -> str:
+    """Whisper's decoder reading k-pooled states `(tokens, d)` of `clip`: repeated back to 50 Hz, cut to the
+    clip's frames, greedy, capped at the reference length (the probe's rules, shared by its calibration)."""
+    frames = encoder_frames(len(clip.wave))
+    cap = len(teacher.tokenizer(clip.reference, add_special_tokens=False)["input_ids"]) + PROBE_SLACK_TOKENS
+    at_50hz = states.repeat_interleave(k, dim=0)[:frames]
+    return teacher.decode(encoder_states=at_50hz[None], max_new_tokens=cap)[0]
 
 
 def decoder_probe(
@@ -179,10 +184,6 @@ def decoder_probe(
     full = teacher.transcribe([clips[i].wave for i in usable]) if usable else []
     for n, i in enumerate(tqdm(usable, desc="decoder probe", disable=not progress, leave=False)):
         clip = clips[i]
-        frames = encoder_frames(len(clip.wave))
-        cap = (
-            len(teacher.tokenizer(clip.reference, add_special_tokens=False)["input_ids"]) + PROBE_SLACK_TOKENS
-        )
         with torch.no_grad():
             prediction = heads.to_teacher_space(index, heads(index, student[i])).float()
         prediction = prediction * (norm / prediction.norm(dim=-1, keepdim=True).clamp(min=1e-6))
@@ -190,12 +191,8 @@ def decoder_probe(
             {
                 "id": clip.id,
                 "reference": clip.reference,
-                "student": teacher.decode(
-                    encoder_states=_to_50hz(prediction, k, frames)[None], max_new_tokens=cap
-                )[0],
-                "teacher_pooled": teacher.decode(
-                    encoder_states=_to_50hz(pooled_teacher[i], k, frames)[None], max_new_tokens=cap
-                )[0],
+                "student": probe_decode(teacher, prediction, k, clip),
+                "teacher_pooled": probe_decode(teacher, pooled_teacher[i], k, clip),
                 "teacher": full[n],
             }
         )

@@ -21,9 +21,9 @@ import torch.nn.functional as F
 
 from aura.cli import quiet_libraries
 from aura.data.manifest import read_manifest
-from aura.diagnose import PROBE_SLACK_TOKENS, teacher_states
 from aura.diagnose import Clip as ProbeClip
-from aura.features import encoder_frames, load_audio
+from aura.diagnose import probe_decode, teacher_states
+from aura.features import load_audio
 from aura.metrics import error_rates
 from aura.teacher import load_teacher
 
@@ -59,12 +59,7 @@ def main() -> None:
         for clip, states in zip(clips, pooled, strict=True):
             noisy = states + sigma * std * torch.randn(states.shape, generator=generator)
             cosines.append(F.cosine_similarity(noisy - mean, states - mean, dim=-1))
-            frames = encoder_frames(len(clip.wave))
-            cap = len(teacher.tokenizer(clip.reference, add_special_tokens=False)["input_ids"])
-            at_50hz = noisy.repeat_interleave(args.k, dim=0)[:frames]
-            hypotheses += teacher.decode(
-                encoder_states=at_50hz[None], max_new_tokens=cap + PROBE_SLACK_TOKENS
-            )
+            hypotheses.append(probe_decode(teacher, noisy, args.k, clip))
         row = {
             "noise_std": sigma,
             "centred_cosine": float(torch.cat(cosines).mean()),
