@@ -58,6 +58,10 @@ class DistillConfig:
     loss: Literal["cosine", "mse", "cosine+mse"] = "cosine"
     weight: float = 1.0
     mse_weight: float = 1.0  # weight of the MSE term inside "cosine+mse"
+    # weight of the transcript loss (0 = off): the teacher's own frozen Whisper decoder writes each clip's
+    # `transcript` while reading the student's last mapped states (what `aura diagnose`'s probe measures),
+    # so the states are pushed toward what carries the words, not only toward a high per-frame cosine
+    decoder_weight: float = 0.0
     # standardise teacher targets per dimension (training-set mean/std) before the loss
     standardize: bool = False
     cache_dir: str | None = None  # None = $AURA_HOME/teacher_cache

@@ -38,7 +38,7 @@ from aura.features import encoder_frames, load_audio
 from aura.infer import run_folders
 from aura.metrics import error_rates
 from aura.student import AuraStudent
-from aura.teacher_cache import pool_frames
+from aura.teacher_cache import pool_frames, unpool_frames
 
 PROBE_SLACK_TOKENS = 2  # decoder length cap: reference length in Whisper tokens + this
 
@@ -163,8 +163,7 @@ def probe_decode(teacher: Any, states: torch.Tensor, k: int, clip: Clip) -> str:
     clip's frames, greedy, capped at the reference length (the probe's rules, shared by its calibration)."""
     frames = encoder_frames(len(clip.wave))
     cap = len(teacher.tokenizer(clip.reference, add_special_tokens=False)["input_ids"]) + PROBE_SLACK_TOKENS
-    at_50hz = states.repeat_interleave(k, dim=0)[:frames]
-    return teacher.decode(encoder_states=at_50hz[None], max_new_tokens=cap)[0]
+    return teacher.decode(encoder_states=unpool_frames(states, k, frames)[None], max_new_tokens=cap)[0]
 
 
 def decoder_probe(
@@ -179,14 +178,12 @@ def decoder_probe(
 ) -> dict[str, Any]:
     """WER of the Whisper decoder reading the student's states vs the teacher's own (see module docstring)."""
     rows = []
-    norm = heads.target_norm[index].float()
     usable = [i for i, c in enumerate(clips) if c.reference]
     full = teacher.transcribe([clips[i].wave for i in usable]) if usable else []
     for n, i in enumerate(tqdm(usable, desc="decoder probe", disable=not progress, leave=False)):
         clip = clips[i]
         with torch.no_grad():
-            prediction = heads.to_teacher_space(index, heads(index, student[i])).float()
-        prediction = prediction * (norm / prediction.norm(dim=-1, keepdim=True).clamp(min=1e-6))
+            prediction = heads.decoder_input(index, heads(index, student[i]))
         rows.append(
             {
                 "id": clip.id,

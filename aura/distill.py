@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -22,6 +23,7 @@ from safetensors.torch import save_file
 from torch import nn
 
 from aura.config import ConfigError
+from aura.teacher_cache import unpool_frames
 
 HEADS_FILE = "heads.safetensors"
 
@@ -101,6 +103,12 @@ class DistillHeads(nn.Module):
             return prediction * self.target_std[index] + self.target_mean[index]
         return prediction
 
+    def decoder_input(self, index: int, prediction: torch.Tensor) -> torch.Tensor:
+        """A head output as a Whisper decoder should read it: in teacher coordinates, each frame rescaled to
+        the mean target norm (cosine training leaves the magnitude free)."""
+        raw = self.to_teacher_space(index, prediction).float()
+        return raw * (self.target_norm[index] / raw.norm(dim=-1, keepdim=True).clamp(min=1e-6))
+
     def forward(self, index: int, state: torch.Tensor) -> torch.Tensor:
         return self.heads[index](state)
 
@@ -120,6 +128,36 @@ class DistillHeads(nn.Module):
         tensors["standardize"] = tensors["standardize"].reshape(()).bool()
         heads.load_state_dict(tensors)
         return heads
+
+
+class TranscriptReader:
+    """The transcript loss: the teacher's frozen Whisper decoder writes each clip's transcript while reading
+    the student's states mapped to the teacher's last layer. A training-only aux head like the projection
+    heads; it measures during training what `aura diagnose`'s decoder probe measures after it."""
+
+    def __init__(self, teacher: Any, heads: DistillHeads, k: int) -> None:
+        last = [j for j, (_, t) in enumerate(heads.pairs) if t == teacher.num_layers]
+        if not last:
+            raise ConfigError(
+                f"distill.decoder_weight needs the teacher's last layer ({teacher.num_layers}) in model.layer_map "
+                f"(pairs: {heads.pairs})."
+            )
+        self.teacher, self.heads, self.index, self.k = teacher, heads, last[0], k
+        self.student_layer = heads.pairs[self.index][0]
+
+    def __call__(
+        self, states: torch.Tensor, tokens: list[int], transcripts: list[tuple[int, str | None]]
+    ) -> torch.Tensor | None:
+        """Mean loss over the clips that have a transcript; `states` are the audio tokens of the student's
+        mapped layer for all clips in batch order, `tokens` their count per clip, `transcripts` each
+        clip's (50-Hz frames, text). None when no clip has a transcript."""
+        prediction = self.heads.decoder_input(self.index, self.heads(self.index, states))
+        losses = [
+            self.teacher.transcript_loss(unpool_frames(clip, self.k, frames), text)
+            for clip, (frames, text) in zip(prediction.split(tokens), transcripts, strict=True)
+            if text
+        ]
+        return torch.stack(losses).mean() if losses else None
 
 
 def cosine_loss(prediction: torch.Tensor, target: torch.Tensor) -> torch.Tensor:

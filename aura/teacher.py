@@ -192,6 +192,17 @@ class Teacher:
         )
         return [text.strip() for text in self.tokenizer.batch_decode(ids, skip_special_tokens=True)]
 
+    def transcript_loss(self, encoder_states: torch.Tensor, text: str) -> torch.Tensor:
+        """Mean cross-entropy per token of the frozen decoder writing `text` (teacher forcing) while reading
+        `encoder_states` `(T, d)`. Differentiable in the states: the signal of `distill.decoder_weight`."""
+        if self.tokenizer is None:
+            raise ValueError(f"teacher {self.name} has no tokenizer; load it with load_teacher()")
+        # Whisper writes a leading space before the first word; the tokenizer adds the task prefix and EOT
+        ids = torch.tensor(self.tokenizer(" " + text.strip())["input_ids"], device=self.device)
+        states = encoder_states[None].to(self.device, self.dtype)
+        logits = self.model(encoder_outputs=(states,), decoder_input_ids=ids[None, :-1]).logits[0]
+        return torch.nn.functional.cross_entropy(logits.float(), ids[1:])
+
     def transcribe(
         self,
         wave: Wave | Sequence[Wave],

@@ -34,6 +34,12 @@ def pool_frames(states: torch.Tensor, k: int) -> torch.Tensor:
     return padded / counts
 
 
+def unpool_frames(tokens: torch.Tensor, k: int, frames: int) -> torch.Tensor:
+    """k-pooled states `(T, d)` back at the encoder's 50 Hz, `(frames, d)`: each token repeated k times, cut
+    to the clip's frames (what a Whisper decoder reading the student expects)."""
+    return tokens.repeat_interleave(k, dim=0)[:frames]
+
+
 class TeacherCache:
     """`get(wave)` -> `(N+1, tokens, d)` pooled teacher states, computed by `fill` on first use."""
 

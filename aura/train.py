@@ -39,8 +39,8 @@ from tqdm.auto import tqdm
 
 from aura.config import AuraConfig, ConfigError
 from aura.data.manifest import Example, read_manifest
-from aura.distill import HEADS_FILE, DistillHeads, distill_terms, layer_map
-from aura.features import load_audio
+from aura.distill import HEADS_FILE, DistillHeads, TranscriptReader, distill_terms, layer_map
+from aura.features import encoder_frames, load_audio
 from aura.infer import run_folders
 from aura.registry import ModelNotFoundError
 from aura.student import AUDIO_PLACEHOLDER, EMBEDDING_FILE, AuraStudent, CheckpointError
@@ -66,9 +66,16 @@ class Clip:
 class TrainModule(nn.Module):
     """Student + distillation heads: what Accelerate wraps, so DDP syncs every trainable weight."""
 
-    def __init__(self, student: AuraStudent, heads: DistillHeads | None, config: AuraConfig) -> None:
+    def __init__(
+        self,
+        student: AuraStudent,
+        heads: DistillHeads | None,
+        config: AuraConfig,
+        reader: TranscriptReader | None = None,
+    ) -> None:
         super().__init__()
         self.student, self.heads, self.config = student, heads, config
+        self.reader = reader  # not a submodule: the frozen teacher is neither trained nor synced
 
     def forward(
         self,
@@ -76,6 +83,7 @@ class TrainModule(nn.Module):
         mels: list[list[torch.Tensor]],
         responses: list[str] | None,
         targets: list[torch.Tensor] | None,
+        transcripts: list[tuple[int, str | None]] | None = None,
     ) -> dict[str, torch.Tensor]:
         cfg = self.config
         joint = cfg.train.stage == "joint"
@@ -98,6 +106,12 @@ class TrainModule(nn.Module):
             loss = loss + cfg.distill.weight * distill
             out["distill_loss"] = distill.detach()
             out.update(metrics)
+            if self.reader is not None and transcripts is not None:
+                audio = states[self.reader.student_layer][batch.audio_mask]
+                decoder = self.reader(audio, batch.audio_mask.sum(1).tolist(), transcripts)
+                if decoder is not None:
+                    loss = loss + cfg.distill.decoder_weight * decoder
+                    out["decoder_loss"] = decoder.detach()
         out["loss"] = loss
         out["tokens"] = torch.tensor(float(batch.valid.sum()))
         return out
@@ -211,11 +225,14 @@ class Trainer:
         self.cache: TeacherCache | None = None
         if cfg.model.arch == "aura" and (cfg.train.stage == "distill" or cfg.distill.weight > 0):
             self._prepare_distillation(student, teacher)
-        del teacher  # the aura student never needs it again: targets come from the cache
+        reader = None
+        if self.heads is not None and cfg.distill.decoder_weight > 0:
+            reader = TranscriptReader(teacher, self.heads, cfg.model.k)
+        del teacher  # targets come from the cache; only the transcript loss keeps the frozen teacher
         if cfg.train.grad_checkpointing:
             student.llm.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
         heads_trained = bool(cfg.train.init_from) and self._init_from(student, cfg.train.init_from)
-        self.module = TrainModule(student, self.heads, cfg)
+        self.module = TrainModule(student, self.heads, cfg, reader)
         self.module.train()
         head_params = list(self.heads.parameters()) if self.heads is not None else []
         head_ids = {id(p) for p in head_params}
@@ -397,7 +414,10 @@ class Trainer:
         if self.heads is not None:
             per_clip = [self.cache.get(c.wave)[self.heads.teacher_layers] for c in clips]  # (L, T_i, d)
             targets = [torch.cat([t[j] for t in per_clip]) for j in range(len(self.heads.pairs))]
-        return texts, mels, responses, targets
+        transcripts = None
+        if self.module.reader is not None:
+            transcripts = [(encoder_frames(len(c.wave)), c.example.transcript) for c in clips]
+        return texts, mels, responses, targets, transcripts
 
     # ------------------------------------------------------------------ loop
     def run(self) -> Path:

@@ -151,6 +151,15 @@ def test_real_tiny_en_states_match_ctranslate2_and_cli(tmp_path: Path) -> None:
     assert line["text"] == teacher.transcribe(wave)
     assert "quick brown fox" in line["text"].lower()
 
+    # the transcript loss (distill.decoder_weight): the decoder reading the clip's last states finds its
+    # own words far likelier than other words, and the gradient reaches the states
+    last = states[-1].clone().requires_grad_(True)
+    right = teacher.transcript_loss(last, "the quick brown fox jumps over the lazy dog")
+    wrong = teacher.transcript_loss(last.detach(), "a small boat drifted slowly across the lake")
+    assert right + 3 < wrong
+    right.backward()
+    assert last.grad is not None and last.grad.abs().sum() > 0
+
 
 HELD_OUT = [
     "The museum opens at nine in the morning and closes late on Fridays.",

@@ -229,7 +229,8 @@ def test_cli_errors(tmp_path: Path) -> None:
 
 @pytest.mark.real
 def test_real_models_train_end_to_end(tmp_path: Path) -> None:
-    """SmolLM2-135M student + packaged whisper-tiny.en teacher, two distillation steps on two clips."""
+    """SmolLM2-135M student + packaged whisper-tiny.en teacher, two distillation steps on two clips, with
+    the transcript loss (tiny.en's own decoder reading the student)."""
     manifest = make_manifest(tmp_path / "data", count=2)
     config = load_config(
         None,
@@ -241,11 +242,16 @@ def test_real_models_train_end_to_end(tmp_path: Path) -> None:
             "train.log_every=1",
             "model.lora_rank=8",
             "model.lora_alpha=8",
+            "distill.decoder_weight=0.1",
         ],
     )
     final = train(config, tmp_path / "run", progress=False)
     rows = _rows(tmp_path / "run")
     assert len(rows) == 2 and all(0 < float(r["distill_loss"]) < 2 for r in rows)
+    assert all(0 < float(r["decoder_loss"]) < 30 for r in rows)
+    assert float(rows[0]["loss"]) == pytest.approx(
+        float(rows[0]["distill_loss"]) + 0.1 * float(rows[0]["decoder_loss"]), rel=1e-4
+    )
     assert set(f"cos_{i}" for i in range(5)) <= set(rows[0])  # whisper-tiny.en: N = 4, states 0..4
     assert (final / "adapter_model.safetensors").is_file()
 
