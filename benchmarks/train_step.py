@@ -2,7 +2,8 @@
 
 The distillation-only stage runs the first N blocks on the prompt up to its audio; the joint stage runs
 the whole LLM on prompt + response plus the LM head on the response. Their ratio is what the
-distill-first schedule saves per step. Each stage is also timed under bf16 autocast (what
+distill-first schedule saves per step. The distillation stage is also timed with the transcript loss
+(`distill.decoder_weight`: a Whisper decoder pass per clip, and the backward through it). Each stage is also timed under bf16 autocast (what
 `train.bf16=true` turns on through Accelerate), whose ratio to fp32 tells whether this CPU's bf16
 matmuls (AMX) pay. Writes `benchmarks/results/train_step.json`.
 
@@ -22,8 +23,8 @@ import torch
 from aura.config import AuraConfig
 from aura.data.manifest import read_manifest
 from aura.data.synth import synthesize
-from aura.distill import DistillHeads, layer_map
-from aura.features import load_audio
+from aura.distill import DistillHeads, TranscriptReader, layer_map
+from aura.features import encoder_frames, load_audio
 from aura.student import AuraStudent
 from aura.teacher import load_teacher
 from aura.teacher_cache import TeacherCache
@@ -53,23 +54,28 @@ def run(
         student = AuraStudent.build(config.model, teacher)
         pairs = layer_map(config.model.layer_map, student.num_blocks, teacher.num_layers)
         heads = DistillHeads(pairs, student.llm.get_input_embeddings().weight.shape[1], teacher.width)
+        reader = TranscriptReader(teacher, heads, config.model.k)
         module = TrainModule(student, heads, config).train()
         mels = [[student.audio_features(w)] for w in waves]
         per_clip = [cache.get(w)[heads.teacher_layers] for w in waves]
         targets = [torch.cat([t[j] for t in per_clip]) for j in range(len(pairs))]
         prompts = [student.render_prompt(ex.prompt) for ex in examples]
         responses = [ex.response for ex in examples]
+        transcripts = [(encoder_frames(len(w)), ex.transcript) for w, ex in zip(waves, examples, strict=True)]
         params = [p for p in module.parameters() if p.requires_grad]
         optimizer = torch.optim.AdamW(params, lr=1e-5)
 
         results = {}
-        for stage, precision in [(s, p) for s in ("distill", "joint") for p in ("fp32", "bf16")]:
-            config.train.stage = stage
+        variants = ("distill", "distill+transcript", "joint")
+        for stage, precision in [(s, p) for s in variants for p in ("fp32", "bf16")]:
+            config.train.stage = stage.split("+")[0]
+            module.reader = reader if stage == "distill+transcript" else None
+            config.distill.decoder_weight = 0.1 if module.reader else 0.0
             times, tokens = [], 0.0
             for i in range(steps + 1):
                 start = time.perf_counter()
                 with torch.autocast("cpu", torch.bfloat16, enabled=precision == "bf16"):
-                    out = module(prompts, mels, responses, targets)
+                    out = module(prompts, mels, responses, targets, transcripts)
                 out["loss"].backward()
                 optimizer.step()
                 optimizer.zero_grad()
@@ -98,14 +104,20 @@ def run(
         "joint_step_s": results["joint_fp32"]["seconds_per_step"],
         "joint_over_distill": results["joint_fp32"]["seconds_per_step"]
         / results["distill_fp32"]["seconds_per_step"],
+        "transcript_loss_over_distill": {
+            precision: results[f"distill+transcript_{precision}"]["seconds_per_step"]
+            / results[f"distill_{precision}"]["seconds_per_step"]
+            for precision in ("fp32", "bf16")
+        },
         "bf16_speedup": {
             stage: results[f"{stage}_fp32"]["seconds_per_step"] / results[f"{stage}_bf16"]["seconds_per_step"]
-            for stage in ("distill", "joint")
+            for stage in variants
         },
         "stages": results,
     }
     print(
-        f"joint / distill step time: {report['joint_over_distill']:.2f}x; bf16 speed-up {report['bf16_speedup']}"
+        f"joint / distill step time: {report['joint_over_distill']:.2f}x; transcript loss / distill "
+        f"{report['transcript_loss_over_distill']}; bf16 speed-up {report['bf16_speedup']}"
     )
     write_result("train_step", report)
     return report
