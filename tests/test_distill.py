@@ -7,7 +7,7 @@ import torch
 from conftest import tone_clip
 
 from aura.config import ConfigError
-from aura.distill import DistillHeads, distill_terms, layer_map, linear_cka
+from aura.distill import DistillHeads, TranscriptReader, distill_terms, layer_map, linear_cka
 from aura.features import encoder_frames, log_mel_batch
 from aura.teacher_cache import TeacherCache, pool_frames
 
@@ -55,6 +55,13 @@ def test_standardised_targets_and_centred_cosine() -> None:
         heads.heads[0][1].bias.zero_()
     _, metrics = distill_terms(heads, states, torch.ones(1, 10, dtype=torch.bool), [target], "cosine", 1.0)
     assert metrics["cos_1"] > 0.8 and abs(metrics["ccos_1"]) < 1e-6
+
+
+def test_transcript_loss_needs_the_teachers_last_layer(tiny_teacher) -> None:
+    with pytest.raises(ConfigError, match="decoder_weight needs the teacher's last layer"):
+        TranscriptReader(tiny_teacher, DistillHeads([(0, 0), (1, 1)], 8, 64), k=4)
+    reader = TranscriptReader(tiny_teacher, DistillHeads([(0, 0), (3, 2)], 8, 64), k=4)
+    assert (reader.index, reader.student_layer) == (1, 3)
 
 
 def test_linear_cka() -> None:
