@@ -117,6 +117,11 @@ class TrainModule(nn.Module):
         return out
 
 
+def _distills(cfg: AuraConfig) -> bool:
+    """Whether the run has distillation heads (and so a teacher cache): an AuRA student with distillation on."""
+    return cfg.model.arch == "aura" and (cfg.train.stage == "distill" or cfg.distill.weight > 0)
+
+
 def _lr_lambda(delay: int, warmup: int, total: int):
     """Linear warmup then cosine to zero, starting after `delay` steps (0 before it)."""
 
@@ -223,7 +228,7 @@ class Trainer:
         student = AuraStudent.build(cfg.model, teacher, llm, tokenizer)
         self.heads: DistillHeads | None = None
         self.cache: TeacherCache | None = None
-        if cfg.model.arch == "aura" and (cfg.train.stage == "distill" or cfg.distill.weight > 0):
+        if _distills(cfg):
             self._prepare_distillation(student, teacher)
         reader = None
         if self.heads is not None and cfg.distill.decoder_weight > 0:
@@ -264,6 +269,11 @@ class Trainer:
         if cfg.model.arch == "bridge" and cfg.train.stage == "distill":
             raise ConfigError(
                 "the bridge baseline has nothing to distill; use train.stage=joint with model.arch=bridge."
+            )
+        if cfg.distill.decoder_weight > 0 and not _distills(cfg):
+            raise ConfigError(
+                "distill.decoder_weight: the transcript loss reads the distillation heads, so it needs "
+                "model.arch=aura with distillation on (train.stage=distill, or distill.weight > 0)."
             )
         for key in ("max_steps", "batch_size", "grad_accum", "save_every", "log_every"):
             if getattr(cfg.train, key) < 1:

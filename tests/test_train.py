@@ -225,6 +225,11 @@ def test_cli_errors(tmp_path: Path) -> None:
         app, ["train", "--out", str(tmp_path / "r"), "--resume", f"data.train={tmp_path}/m.jsonl"]
     )
     assert result.exit_code != 0 and "no checkpoint" in str(result.exception)
+    no_heads = ["model.arch=bridge", "train.stage=joint", "distill.decoder_weight=0.1"]
+    result = runner.invoke(
+        app, ["train", "--out", str(tmp_path / "r"), f"data.train={tmp_path}/m.jsonl", *no_heads]
+    )
+    assert result.exit_code != 0 and "distill.decoder_weight" in str(result.exception)
 
 
 @pytest.mark.real
