@@ -3,9 +3,9 @@
 The distillation-only stage runs the first N blocks on the prompt up to its audio; the joint stage runs
 the whole LLM on prompt + response plus the LM head on the response. Their ratio is what the
 distill-first schedule saves per step. The distillation stage is also timed with the transcript loss
-(`distill.decoder_weight`: a Whisper decoder pass per clip, and the backward through it). Each stage is also timed under bf16 autocast (what
-`train.bf16=true` turns on through Accelerate), whose ratio to fp32 tells whether this CPU's bf16
-matmuls (AMX) pay. Writes `benchmarks/results/train_step.json`.
+(`distill.decoder_weight`: a Whisper decoder pass per clip, and the backward through it). Each variant is
+also timed under bf16 autocast (what `train.bf16=true` turns on through Accelerate), whose ratio to fp32
+tells whether this CPU's bf16 matmuls (AMX) pay. Writes `benchmarks/results/train_step.json`.
 
     .venv/bin/python -m benchmarks.train_step [--llm smollm2-135m-instruct] [--teacher whisper-tiny.en]
 """
