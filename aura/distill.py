@@ -217,3 +217,29 @@ def distill_terms(
             metrics[f"cka_{t}"] = linear_cka(student.detach(), target)
     loss = torch.stack(losses).mean()
     return loss, metrics
+
+
+def reading_loss(
+    audio_states: dict[int, torch.Tensor],
+    text_states: dict[int, torch.Tensor],
+    audio_labels: torch.Tensor,
+    text_labels: torch.Tensor,
+) -> torch.Tensor:
+    """Mean over layers of 1 - cosine between the response tokens' states read from the audio and the
+    same tokens' states read from the transcript as text (the target, given without gradient).
+
+    Both batches hold the same responses in the same rows, so their label positions pair up in order.
+    Both sides are standardised per dimension by the target's statistics over the batch's response
+    tokens: a few huge dimensions of the residual stream would otherwise decide the cosine.
+    """
+    audio_keep, text_keep = audio_labels != -100, text_labels != -100
+    losses = []
+    for layer, target in text_states.items():
+        y = target[text_keep].float()
+        x = audio_states[layer][audio_keep].float()
+        if x.shape != y.shape:
+            raise ValueError(f"{x.shape[0]} response tokens read from audio but {y.shape[0]} from text.")
+        mean, std = y.mean(0), y.std(0)
+        std = std.clamp(min=1e-3 * float(std.mean()) + 1e-12)
+        losses.append(cosine_loss((x - mean) / std, (y - mean) / std))
+    return torch.stack(losses).mean()

@@ -33,11 +33,11 @@ import yaml
 from tqdm import tqdm
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
-from aura.data.manifest import AUDIO_PLACEHOLDER, Example, read_manifest
+from aura.data.manifest import Example, read_manifest
 from aura.features import SAMPLE_RATE, load_audio
 from aura.infer import AuraModel, Decoding, GenerationRequest, checkpoint_folder, stop_token_ids
 from aura.metrics import error_rates, qa_scores
-from aura.student import CONFIG_FILE, StudentBatch, span_attention_mask
+from aura.student import CONFIG_FILE, StudentBatch, span_attention_mask, with_transcript
 
 SYSTEMS = ("aura", "cascade", "cascade-beam", "bridge", "text", "whisper")
 ASR_TASK = "asr"
@@ -77,11 +77,7 @@ class EvalItem:
         )
 
     def text_prompt(self, transcript: str) -> str:
-        """The prompt with `transcript` where the audio was (audio first when the prompt names no place,
-        the same rule the student applies to audio)."""
-        if AUDIO_PLACEHOLDER not in self.prompt:
-            return f"{transcript}\n{self.prompt}".rstrip("\n")
-        return self.prompt.replace(AUDIO_PLACEHOLDER, transcript)
+        return with_transcript(self.prompt, transcript)
 
 
 def load_items(manifests: str | Path | Sequence[str | Path], limit: int | None = None) -> list[EvalItem]:

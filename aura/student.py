@@ -44,12 +44,21 @@ from torch import nn
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from aura.config import ConfigError, ModelConfig
+from aura.data.manifest import AUDIO_PLACEHOLDER
 from aura.embedding import AudioEmbedding, token_embedding_rms
 from aura.features import log_mel
 
-AUDIO_PLACEHOLDER = "<audio>"
 CONFIG_FILE = "aura_config.yaml"
 EMBEDDING_FILE = "audio_embedding.safetensors"
+
+
+def with_transcript(prompt: str | None, transcript: str) -> str:
+    """`prompt` with `transcript` as text where its audio was (before the text when the prompt names no
+    place: the rule `AuraStudent.render_prompt` applies to audio)."""
+    prompt = prompt or ""
+    if AUDIO_PLACEHOLDER not in prompt:
+        return f"{transcript}\n{prompt}".rstrip("\n")
+    return prompt.replace(AUDIO_PLACEHOLDER, transcript)
 
 
 class CheckpointError(FileNotFoundError):
@@ -259,10 +268,10 @@ class AuraStudent(nn.Module):
         """Chat-templated text for `messages`, ending with the assistant's generation prompt."""
         return self.tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
 
-    def render_prompt(self, prompt: str | None, system: str | None = None) -> str:
-        """One user turn; a prompt without `<audio>` gets the audio before its text."""
+    def render_prompt(self, prompt: str | None, system: str | None = None, audio: bool = True) -> str:
+        """One user turn; with `audio`, a prompt without `<audio>` gets the audio before its text."""
         prompt = prompt or ""
-        if AUDIO_PLACEHOLDER not in prompt:
+        if audio and AUDIO_PLACEHOLDER not in prompt:
             prompt = f"{AUDIO_PLACEHOLDER}\n{prompt}".rstrip("\n")
         messages = ([{"role": "system", "content": system}] if system else []) + [
             {"role": "user", "content": prompt}

@@ -39,11 +39,18 @@ from tqdm.auto import tqdm
 
 from aura.config import AuraConfig, ConfigError
 from aura.data.manifest import Example, read_manifest
-from aura.distill import HEADS_FILE, DistillHeads, TranscriptReader, distill_terms, layer_map
+from aura.distill import HEADS_FILE, DistillHeads, TranscriptReader, distill_terms, layer_map, reading_loss
 from aura.features import encoder_frames, load_audio
 from aura.infer import run_folders
 from aura.registry import ModelNotFoundError
-from aura.student import AUDIO_PLACEHOLDER, EMBEDDING_FILE, AuraStudent, CheckpointError
+from aura.student import (
+    AUDIO_PLACEHOLDER,
+    EMBEDDING_FILE,
+    AuraStudent,
+    CheckpointError,
+    decoder_layers,
+    with_transcript,
+)
 from aura.teacher_cache import TeacherCache
 
 CHECKPOINTS = "checkpoints"
@@ -84,6 +91,7 @@ class TrainModule(nn.Module):
         responses: list[str] | None,
         targets: list[torch.Tensor] | None,
         transcripts: list[tuple[int, str | None]] | None = None,
+        read_texts: list[str] | None = None,
     ) -> dict[str, torch.Tensor]:
         cfg = self.config
         joint = cfg.train.stage == "joint"
@@ -93,9 +101,19 @@ class TrainModule(nn.Module):
         layers = self.heads.student_layers if (self.heads is not None and targets is not None) else []
         out: dict[str, torch.Tensor] = {}
         if joint:
-            lm_loss, states = self.student.forward_lm(batch, layers)
+            read_layers: list[int] = []
+            if read_texts is not None:
+                read_layers = list(range(1, len(decoder_layers(self.student.llm)) + 1))
+                with torch.no_grad():
+                    text_batch = self.student.build_batch(read_texts, [[] for _ in read_texts], responses)
+                    text_states = self.student.hidden_states(text_batch, read_layers)
+            lm_loss, states = self.student.forward_lm(batch, sorted(set(layers) | set(read_layers)))
             out["lm_loss"] = lm_loss.detach()
             loss = cfg.train.lm_weight * lm_loss
+            if read_texts is not None:
+                read = reading_loss(states, text_states, batch.labels, text_batch.labels)
+                loss = loss + cfg.train.read_weight * read
+                out["read_loss"] = read.detach()
         else:
             states = self.student.hidden_states(batch, layers, blocks=self.student.num_blocks)
             loss = torch.zeros((), device=batch.embeds.device)
@@ -220,6 +238,15 @@ class Trainer:
         set_seed(cfg.train.seed)
         self.train_clips = _load_clips(cfg.data.train, cfg.data.max_audio_seconds, "training")
         self.dev_clips = _load_clips(cfg.data.dev, cfg.data.max_audio_seconds, "dev") if cfg.data.dev else []
+        if cfg.train.read_weight > 0:
+            for path, clips in ((cfg.data.train, self.train_clips), (cfg.data.dev, self.dev_clips)):
+                untranscribed = [c.example.id for c in clips if not c.example.transcript]
+                if untranscribed:
+                    raise TrainError(
+                        f"{path}: {len(untranscribed)} examples have no `transcript` (e.g. {untranscribed[0]}), "
+                        "but train.read_weight > 0 reads each clip's transcript as text; add transcripts or "
+                        "set train.read_weight=0."
+                    )
         if teacher is None:
             from aura.teacher import load_teacher
 
@@ -274,6 +301,10 @@ class Trainer:
             raise ConfigError(
                 "distill.decoder_weight: the transcript loss reads the distillation heads, so it needs "
                 "model.arch=aura with distillation on (train.stage=distill, or distill.weight > 0)."
+            )
+        if cfg.train.read_weight > 0 and cfg.train.stage != "joint":
+            raise ConfigError(
+                "train.read_weight: the reading loss compares response tokens, so it needs train.stage=joint."
             )
         for key in ("max_steps", "batch_size", "grad_accum", "save_every", "log_every"):
             if getattr(cfg.train, key) < 1:
@@ -427,7 +458,17 @@ class Trainer:
         transcripts = None
         if self.module.reader is not None:
             transcripts = [(encoder_frames(len(c.wave)), c.example.transcript) for c in clips]
-        return texts, mels, responses, targets, transcripts
+        read_texts = None
+        if joint and cfg.train.read_weight > 0:
+            read_texts = [
+                student.render_prompt(
+                    with_transcript(c.example.prompt, c.example.transcript or ""),
+                    cfg.data.system_prompt,
+                    audio=False,
+                )
+                for c in clips
+            ]
+        return texts, mels, responses, targets, transcripts, read_texts
 
     # ------------------------------------------------------------------ loop
     def run(self) -> Path:

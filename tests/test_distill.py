@@ -7,7 +7,7 @@ import torch
 from conftest import tone_clip
 
 from aura.config import ConfigError
-from aura.distill import DistillHeads, TranscriptReader, distill_terms, layer_map, linear_cka
+from aura.distill import DistillHeads, TranscriptReader, distill_terms, layer_map, linear_cka, reading_loss
 from aura.features import encoder_frames, log_mel_batch
 from aura.teacher_cache import TeacherCache, pool_frames
 
@@ -38,6 +38,28 @@ def test_text_and_padding_never_enter_the_loss() -> None:
     assert set(metrics) == {f"{m}_{t}" for m in ("cos", "ccos", "cka") for t in (0, 1)}
     with pytest.raises(ValueError, match="teacher targets"):
         distill_terms(heads, states, audio, [t[:-1] for t in targets], "cosine", 1.0)
+
+
+def test_reading_loss_pairs_response_tokens_across_prompt_lengths() -> None:
+    """The audio batch's prompts are longer than the text batch's; the same response tokens pair up."""
+    torch.manual_seed(0)
+    response = torch.randn(2, 3, 8) * torch.tensor([50.0] + [1.0] * 7)  # one huge residual dimension
+    audio_labels = torch.full((2, 9), -100)
+    audio_labels[0, 4:7] = audio_labels[1, 6:9] = 1
+    text_labels = torch.full((2, 6), -100)
+    text_labels[0, 1:4] = text_labels[1, 3:6] = 1
+    audio = torch.full((2, 9, 8), float("nan"))  # prompt and padding must never enter the loss
+    text = torch.full((2, 6, 8), float("nan"))
+    audio[audio_labels != -100] = text[text_labels != -100] = response.reshape(6, 8)
+    assert reading_loss({3: audio}, {3: text}, audio_labels, text_labels) == pytest.approx(0, abs=1e-6)
+    heard = audio.clone().requires_grad_()
+    with torch.no_grad():
+        heard[audio_labels != -100] += torch.randn(6, 8)
+    loss = reading_loss({3: heard, 5: heard}, {3: text, 5: text}, audio_labels, text_labels)
+    loss.backward()
+    assert loss > 0.05 and heard.grad[audio_labels == -100].abs().sum() == 0
+    with pytest.raises(ValueError, match="response tokens"):
+        reading_loss({3: audio}, {3: text[:, :5]}, audio_labels, text_labels[:, :5])
 
 
 def test_standardised_targets_and_centred_cosine() -> None:

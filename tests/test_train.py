@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import csv
+import json
 import os
 import subprocess
 import sys
@@ -14,7 +15,7 @@ from safetensors.torch import load_file
 from typer.testing import CliRunner
 
 from aura.cli import app
-from aura.config import load_config
+from aura.config import ConfigError, load_config
 from aura.distill import DistillHeads
 from aura.train import TrainError, TrainModule, train
 
@@ -165,6 +166,39 @@ def test_joint_stage_from_distilled_run_and_bridge(
     )
     with safe_open(str(final / "audio_embedding.safetensors"), framework="pt") as handle:
         assert not any(k.startswith("encoder.") for k in handle.keys())  # noqa: SIM118
+
+
+def test_reading_loss_in_the_joint_stage(data: tuple[Path, Path], tmp_path: Path) -> None:
+    """train.read_weight adds the reading loss (audio vs transcript-as-text states of the response)."""
+    config = _config(
+        *data,
+        "train.stage=joint",
+        "train.max_steps=2",
+        "train.log_every=1",
+        "train.read_weight=2.0",
+        f"data.dev={data[0]}",
+        "train.dev_every=2",
+    )
+    _train(config, tmp_path / "read")
+    rows = _rows(tmp_path / "read")
+    steps = [r for r in rows if r.get("read_loss")]
+    assert len(steps) == 2 and all(0 < float(r["read_loss"]) < 2 for r in steps)
+    first = steps[0]
+    assert float(first["loss"]) == pytest.approx(
+        float(first["lm_loss"]) + float(first["distill_loss"]) + 2.0 * float(first["read_loss"]), rel=1e-4
+    )
+    assert all(float(r["dev_read_loss"]) > 0 for r in rows if r.get("dev_lm_loss"))
+    with pytest.raises(ConfigError, match="train.read_weight"):
+        _train(_config(*data, "train.read_weight=1"), tmp_path / "distill")
+    manifest = data[0].parent / "untranscribed.jsonl"
+    manifest.write_text(
+        "".join(
+            json.dumps({k: v for k, v in json.loads(line).items() if k != "transcript"}) + "\n"
+            for line in data[0].read_text().splitlines()
+        )
+    )
+    with pytest.raises(TrainError, match="no `transcript`.*clip0"):
+        _train(_config(manifest, data[1], "train.stage=joint", "train.read_weight=1"), tmp_path / "bad")
 
 
 def test_two_process_cpu_run_keeps_ranks_identical(data: tuple[Path, Path], tmp_path: Path) -> None:
