@@ -97,9 +97,9 @@ class TrainConfig:
     max_grad_norm: float = 1.0
     lm_weight: float = 1.0  # joint stage: total = distill.weight * distill + lm_weight * LM
     # joint stage, weight of the reading loss (0 = off): at every response token, each block's state with
-    # the audio is pulled toward the same student's state with the clip's gold `transcript` written where
-    # the audio was (no gradient through that text pass). The LM loss says only which token comes next;
-    # this says, at every layer, what the response should have taken from its input.
+    # the audio is pulled toward the base LLM's state (adapters off, no gradient) with the clip's gold
+    # `transcript` written where the audio was. The LM loss says only which token comes next; this says,
+    # at every layer, what the response should have taken from its input.
     read_weight: float = 0.0
     save_every: int = 100
     log_every: int = 10
