@@ -243,3 +243,27 @@ def reading_loss(
         std = std.clamp(min=1e-3 * float(std.mean()) + 1e-12)
         losses.append(cosine_loss((x - mean) / std, (y - mean) / std))
     return torch.stack(losses).mean()
+
+
+def token_ctc_loss(
+    logits: torch.Tensor, tokens: list[int], targets: list[list[int] | None], blank: int
+) -> torch.Tensor | None:
+    """Mean CTC loss (per target token) of each clip's audio-token logits against its transcript's token ids.
+
+    `logits` are `(n_audio_tokens, vocab)` for all clips in batch order, `tokens` their count per clip.
+    Clips without a transcript, or with more target tokens than audio tokens, are skipped; None if none is left.
+    """
+    keep = [i for i, t in enumerate(targets) if t and len(t) <= tokens[i]]
+    if not keep:
+        return None
+    clips = logits.log_softmax(-1).split(tokens)
+    log_probs = nn.utils.rnn.pad_sequence([clips[i] for i in keep])  # (T, B, vocab)
+    labels = torch.tensor([token for i in keep for token in targets[i]], device=logits.device)
+    return F.ctc_loss(
+        log_probs,
+        labels,
+        torch.tensor([tokens[i] for i in keep]),
+        torch.tensor([len(targets[i]) for i in keep]),
+        blank=blank,
+        zero_infinity=True,
+    )

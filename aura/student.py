@@ -463,11 +463,16 @@ class AuraStudent(nn.Module):
             states = dict(captured)
         targets = batch.labels[:, 1:]
         keep = targets != -100
-        hidden = out.last_hidden_state[:, :-1][keep]
+        logits = self.vocabulary_logits(out.last_hidden_state[:, :-1][keep], normed=True)
+        loss = nn.functional.cross_entropy(logits, targets[keep])
+        return loss, states
+
+    def vocabulary_logits(self, hidden: torch.Tensor, normed: bool = False) -> torch.Tensor:
+        """The LLM's own token logits (float32) for hidden states; `normed=False` applies its final norm
+        first (a state taken after any block rather than from the decoder's output)."""
+        if not normed:
+            hidden = self._decoder().norm(hidden)
         base = self.llm.get_base_model() if isinstance(self.llm, PeftModel) else self.llm
         logits = base.get_output_embeddings()(hidden).float()
         cap = getattr(base.config, "final_logit_softcapping", None)
-        if cap:
-            logits = torch.tanh(logits / cap) * cap
-        loss = nn.functional.cross_entropy(logits, targets[keep])
-        return loss, states
+        return torch.tanh(logits / cap) * cap if cap else logits

@@ -39,7 +39,15 @@ from tqdm.auto import tqdm
 
 from aura.config import AuraConfig, ConfigError
 from aura.data.manifest import Example, read_manifest
-from aura.distill import HEADS_FILE, DistillHeads, TranscriptReader, distill_terms, layer_map, reading_loss
+from aura.distill import (
+    HEADS_FILE,
+    DistillHeads,
+    TranscriptReader,
+    distill_terms,
+    layer_map,
+    reading_loss,
+    token_ctc_loss,
+)
 from aura.features import encoder_frames, load_audio
 from aura.infer import run_folders
 from aura.registry import ModelNotFoundError
@@ -83,6 +91,10 @@ class TrainModule(nn.Module):
         super().__init__()
         self.student, self.heads, self.config = student, heads, config
         self.reader = reader  # not a submodule: the frozen teacher is neither trained nor synced
+        # CTC's blank: a lone space where the tokenizer has one (audio positions then read to the LLM as
+        # whitespace between words), not the pad token, which is often the end-of-turn marker
+        space = student.tokenizer(" ", add_special_tokens=False)["input_ids"]
+        self.ctc_blank = space[0] if len(space) == 1 else student.tokenizer.pad_token_id
 
     def forward(
         self,
@@ -99,6 +111,9 @@ class TrainModule(nn.Module):
             texts, mels, responses=responses if joint else None, stop_after_audio=not joint
         )
         layers = self.heads.student_layers if (self.heads is not None and targets is not None) else []
+        ctc = cfg.distill.ctc_weight > 0 and transcripts is not None
+        if ctc:
+            layers = sorted(set(layers) | {self.student.num_blocks})
         out: dict[str, torch.Tensor] = {}
         if joint:
             read_layers: list[int] = []
@@ -132,6 +147,26 @@ class TrainModule(nn.Module):
                 if decoder is not None:
                     loss = loss + cfg.distill.decoder_weight * decoder
                     out["decoder_loss"] = decoder.detach()
+        if ctc:
+            tokenizer = self.student.tokenizer
+            ctc_loss = token_ctc_loss(
+                self.student.vocabulary_logits(states[self.student.num_blocks][batch.audio_mask]),
+                batch.audio_mask.sum(1).tolist(),
+                [
+                    [
+                        i
+                        for i in tokenizer(f" {text}", add_special_tokens=False)["input_ids"]
+                        if i != self.ctc_blank
+                    ]
+                    if text
+                    else None
+                    for _, text in transcripts
+                ],
+                self.ctc_blank,
+            )
+            if ctc_loss is not None:
+                loss = loss + cfg.distill.ctc_weight * ctc_loss
+                out["ctc_loss"] = ctc_loss.detach()
         out["loss"] = loss
         out["tokens"] = torch.tensor(float(batch.valid.sum()))
         return out
@@ -304,6 +339,10 @@ class Trainer:
                 "distill.decoder_weight: the transcript loss reads the distillation heads, so it needs "
                 "model.arch=aura with distillation on (train.stage=distill, or distill.weight > 0)."
             )
+        if cfg.distill.ctc_weight > 0 and cfg.model.arch != "aura":
+            raise ConfigError(
+                "distill.ctc_weight: the token CTC loss trains AuRA's own blocks; use model.arch=aura."
+            )
         if cfg.train.read_weight > 0 and cfg.train.stage != "joint":
             raise ConfigError(
                 "train.read_weight: the reading loss compares response tokens, so it needs train.stage=joint."
@@ -458,7 +497,7 @@ class Trainer:
             per_clip = [self.cache.get(c.wave)[self.heads.teacher_layers] for c in clips]  # (L, T_i, d)
             targets = [torch.cat([t[j] for t in per_clip]) for j in range(len(self.heads.pairs))]
         transcripts = None
-        if self.module.reader is not None:
+        if self.module.reader is not None or cfg.distill.ctc_weight > 0:
             transcripts = [(encoder_frames(len(c.wave)), c.example.transcript) for c in clips]
         read_texts = None
         if joint and cfg.train.read_weight > 0:

@@ -7,7 +7,15 @@ import torch
 from conftest import tone_clip
 
 from aura.config import ConfigError
-from aura.distill import DistillHeads, TranscriptReader, distill_terms, layer_map, linear_cka, reading_loss
+from aura.distill import (
+    DistillHeads,
+    TranscriptReader,
+    distill_terms,
+    layer_map,
+    linear_cka,
+    reading_loss,
+    token_ctc_loss,
+)
 from aura.features import encoder_frames, log_mel_batch
 from aura.teacher_cache import TeacherCache, pool_frames
 
@@ -60,6 +68,22 @@ def test_reading_loss_pairs_response_tokens_across_prompt_lengths() -> None:
     assert loss > 0.05 and heard.grad[audio_labels == -100].abs().sum() == 0
     with pytest.raises(ValueError, match="response tokens"):
         reading_loss({3: audio}, {3: text[:, :5]}, audio_labels, text_labels[:, :5])
+
+
+def test_token_ctc_loss_spells_the_transcript() -> None:
+    """Logits that spell each clip's tokens between blanks score near zero; clips that cannot fit are skipped."""
+    blank, vocab = 0, 12
+    targets = [[5, 7, 7], [3], None, [4] * 9]
+    tokens = [7, 4, 3, 5]  # clip 3 has more target tokens than audio tokens
+    spelled = torch.full((sum(tokens), vocab), -30.0)
+    frames = [[blank, 5, blank, 7, blank, 7, blank], [3, blank, blank, blank], [blank] * 3, [4] * 5]
+    for row, token in enumerate(token for clip in frames for token in clip):
+        spelled[row, token] = 30.0
+    assert token_ctc_loss(spelled, tokens, targets, blank) < 1e-3
+    wrong = spelled.clone()
+    wrong[:7] = spelled[:7].roll(1, dims=1)  # clip 0 now spells other tokens
+    assert token_ctc_loss(wrong, tokens, targets, blank) > 10
+    assert token_ctc_loss(spelled, tokens, [None, None, None, [4] * 9], blank) is None
 
 
 def test_standardised_targets_and_centred_cosine() -> None:

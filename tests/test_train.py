@@ -201,6 +201,20 @@ def test_reading_loss_in_the_joint_stage(data: tuple[Path, Path], tmp_path: Path
         _train(_config(manifest, data[1], "train.stage=joint", "train.read_weight=1"), tmp_path / "bad")
 
 
+def test_token_ctc_loss_in_the_distillation_stage(data: tuple[Path, Path], tmp_path: Path) -> None:
+    config = _config(*data, "train.max_steps=2", "train.log_every=1", "distill.ctc_weight=0.5")
+    _train(config, tmp_path / "ctc")
+    first = _rows(tmp_path / "ctc")[0]
+    assert float(first["ctc_loss"]) > 0
+    assert float(first["loss"]) == pytest.approx(
+        float(first["distill_loss"]) + 0.5 * float(first["ctc_loss"]), rel=1e-4
+    )
+    with pytest.raises(ConfigError, match="distill.ctc_weight"):
+        _train(
+            _config(*data, "model.arch=bridge", "train.stage=joint", "distill.ctc_weight=1"), tmp_path / "b"
+        )
+
+
 def test_two_process_cpu_run_keeps_ranks_identical(data: tuple[Path, Path], tmp_path: Path) -> None:
     script = tmp_path / "ddp.py"
     script.write_text(
