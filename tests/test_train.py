@@ -9,14 +9,15 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import build_tiny_llm, build_tiny_teacher, build_tiny_tokenizer, make_manifest
+from conftest import build_tiny_llm, build_tiny_teacher, build_tiny_tokenizer, make_manifest, tone_clip
 from safetensors import safe_open
 from safetensors.torch import load_file
 from typer.testing import CliRunner
 
 from aura.cli import app
 from aura.config import ConfigError, load_config
-from aura.distill import DistillHeads
+from aura.distill import DistillHeads, reading_loss
+from aura.student import AuraStudent, decoder_layers
 from aura.train import TrainError, TrainModule, train
 
 TINY = [
@@ -199,6 +200,37 @@ def test_reading_loss_in_the_joint_stage(data: tuple[Path, Path], tmp_path: Path
     )
     with pytest.raises(TrainError, match="no `transcript`.*clip0"):
         _train(_config(manifest, data[1], "train.stage=joint", "train.read_weight=1"), tmp_path / "bad")
+
+
+def test_reading_target_is_the_base_llm(tiny_llm, tiny_tokenizer, tiny_teacher, one_thread) -> None:
+    """The reading loss's target states come from the LLM with its adapters off, so they cannot drift with
+    the LoRA (a target that moves with it collapsed in training)."""
+    config = load_config(None, ["train.stage=joint", "train.read_weight=1", "model.lora_rank=4"])
+    student = AuraStudent.build(config.model, tiny_teacher, tiny_llm, tiny_tokenizer)
+    torch.manual_seed(0)
+    for name, weight in student.llm.named_parameters():
+        if "lora_B" in name:
+            weight.data.normal_(0, 0.5)  # the adapter now changes every state
+    module = TrainModule(student, None, config).eval()
+    mels = [[student.audio_features(tone_clip(0.8, 1))], [student.audio_features(tone_clip(1.2, 2))]]
+    texts = [student.render_prompt("say <audio>"), student.render_prompt("")]
+    reads = [student.render_prompt("say one two", audio=False), student.render_prompt("three", audio=False)]
+    responses = ["one two", "three"]
+    with torch.no_grad():
+        out = module(texts, mels, responses, None, None, reads)
+        layers = list(range(1, len(decoder_layers(student.llm)) + 1))
+        heard = student.build_batch(texts, mels, responses)
+        _, states = student.forward_lm(heard, layers)
+        text = student.build_batch(reads, [[], []], responses)
+        with student.llm.disable_adapter():
+            base = student.hidden_states(text, layers)
+        moving = student.hidden_states(text, layers)
+    assert float(out["read_loss"]) == pytest.approx(
+        float(reading_loss(states, base, heard.labels, text.labels))
+    )
+    assert float(out["read_loss"]) != pytest.approx(
+        float(reading_loss(states, moving, heard.labels, text.labels))
+    )
 
 
 def test_token_ctc_loss_in_the_distillation_stage(data: tuple[Path, Path], tmp_path: Path) -> None:
