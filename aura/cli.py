@@ -298,6 +298,17 @@ def diagnose(
         )
     elif probe_result:
         console.print(f"decoder probe skipped: {probe_result['skipped']}")
+    looks = result["attention"]
+    line = (
+        f"attention ({looks['clips']} clips): the response puts {looks['audio']:.1%} of its attention on the "
+        f"audio ({looks['audio_tokens']:.0f} tokens)"
+    )
+    if "transcript" in looks:
+        line += (
+            f"; the base LLM puts {looks['transcript']:.1%} on the transcript written in its place "
+            f"({looks['transcript_tokens']:.0f} tokens)"
+        )
+    console.print(line)
     heard = result["listening"]
     console.print(
         f"listening ({heard['clips']} clips): LM loss {heard['own_audio_lm_loss']:.3f} with each clip's own "

@@ -15,11 +15,14 @@ under the same conditions (its pooled states, same frames, same length cap) and 
 WER are reported beside the student's.
 
 Listening: the LM loss of the manifest's responses with each clip's own audio and with another clip's
-audio. Alignment says the states look like Whisper's; only this gap says the LLM reads them.
+audio. Alignment says the states look like Whisper's; only this gap says the LLM reads them. Attention:
+the share of the response tokens' attention on the audio span, beside the base LLM's share on the
+transcript written in its place.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -29,6 +32,7 @@ from typing import Any
 import numpy as np
 import torch
 import torch.nn.functional as F
+from peft import PeftModel
 from tqdm import tqdm
 
 from aura.config import AuraConfig, load_config
@@ -37,7 +41,7 @@ from aura.distill import HEADS_FILE, DistillHeads, layer_map, linear_cka
 from aura.features import encoder_frames, load_audio
 from aura.infer import run_folders
 from aura.metrics import error_rates
-from aura.student import AuraStudent
+from aura.student import AuraStudent, with_transcript
 from aura.teacher_cache import pool_frames, unpool_frames
 
 PROBE_SLACK_TOKENS = 2  # decoder length cap: reference length in Whisper tokens + this
@@ -117,6 +121,69 @@ def listening(
     own = mean_loss(range(n))
     other = mean_loss([(i + n // 2) % n for i in range(n)])
     return {"clips": n, "own_audio_lm_loss": own, "other_audio_lm_loss": other, "gap": other - own}
+
+
+@torch.no_grad()
+def attention_to_audio(
+    student: AuraStudent,
+    clips: Sequence[Clip],
+    mels: Sequence[torch.Tensor],
+    system_prompt: str | None = None,
+) -> dict[str, Any]:
+    """Where the response looks: the share of the response tokens' attention (mean over heads and clips, per
+    layer) that lands on the audio span, beside the base LLM's share on the clip's reference transcript
+    written where the audio was. Listening says whether the audio changes the answer; this says whether
+    the LLM looks at it at all."""
+    base = student.llm.get_base_model() if isinstance(student.llm, PeftModel) else student.llm
+    previous = base.config._attn_implementation
+    base.set_attn_implementation("eager")  # only eager attention returns its weights
+    audio: list[list[float]] = []
+    text: list[list[float]] = []
+    counts: dict[str, list[int]] = {"audio": [], "transcript": []}
+    try:
+        for clip, mel in zip(clips, mels, strict=True):
+            prompt = student.render_prompt(clip.prompt, system_prompt)
+            batch = student.build_batch([prompt], [[mel]], [clip.response])
+            weights = student.llm(
+                inputs_embeds=batch.embeds,
+                attention_mask=batch.mask,
+                position_ids=batch.positions,
+                output_attentions=True,
+            ).attentions
+            response, span = batch.labels[0] != -100, batch.audio_mask[0]
+            audio.append([float(a[0][:, response][:, :, span].sum(-1).mean()) for a in weights])
+            counts["audio"].append(int(span.sum()))
+            if not clip.reference:
+                continue
+            prompt = student.render_prompt(
+                with_transcript(clip.prompt, clip.reference), system_prompt, audio=False
+            )
+            full = prompt + student.response_text(clip.response)
+            start = full.index(clip.reference)
+            encoded = student.tokenizer(
+                full, add_special_tokens=False, return_offsets_mapping=True, return_tensors="pt"
+            )
+            offsets = encoded["offset_mapping"][0]
+            span = (offsets[:, 1] > start) & (offsets[:, 0] < start + len(clip.reference))  # overlaps it
+            response = offsets[:, 0] >= len(prompt)
+            off = (
+                student.llm.disable_adapter()
+                if isinstance(student.llm, PeftModel)
+                else contextlib.nullcontext()
+            )
+            with off:
+                weights = student.llm(input_ids=encoded["input_ids"], output_attentions=True).attentions
+            text.append([float(a[0][:, response][:, :, span].sum(-1).mean()) for a in weights])
+            counts["transcript"].append(int(span.sum()))
+    finally:
+        base.set_attn_implementation(previous)
+    result: dict[str, Any] = {"clips": len(audio)}
+    for name, shares in (("audio", audio), ("transcript", text)):
+        if shares:
+            result[name] = float(np.mean(shares))
+            result[f"{name}_per_layer"] = np.mean(shares, axis=0).round(4).tolist()
+            result[f"{name}_tokens"] = float(np.mean(counts[name]))
+    return result
 
 
 def teacher_states(
@@ -315,6 +382,7 @@ def diagnose(
     result["listening"] = listening(
         student, [c.prompt for c in clips], [c.response for c in clips], mels, config.data.system_prompt
     )
+    result["attention"] = attention_to_audio(student, clips, mels, config.data.system_prompt)
     if heads is None:
         result["note"] = (
             f"no {heads_path}: cosines through the heads and the decoder probe need the training run's heads."

@@ -16,7 +16,7 @@ from tiny_runs import TinyRuns, tiny_runs
 from typer.testing import CliRunner
 
 from aura.cli import app
-from aura.diagnose import diagnose, layer_alignment, listening, run_folders
+from aura.diagnose import Clip, attention_to_audio, diagnose, layer_alignment, listening, run_folders
 from aura.distill import DistillHeads, linear_cka
 
 
@@ -65,7 +65,36 @@ def test_diagnose_writes_alignment_and_probe(runs: TinyRuns, tmp_path: Path) -> 
     heard = saved["listening"]
     assert heard["clips"] == 3 and heard["own_audio_lm_loss"] > 0
     assert heard["gap"] == pytest.approx(heard["other_audio_lm_loss"] - heard["own_audio_lm_loss"])
+    assert saved["attention"]["clips"] == 3 and 0 < saved["attention"]["audio"] < 1
     assert (tmp_path / "alignment.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_attention_to_audio_measures_the_span_and_the_transcript(runs: TinyRuns) -> None:
+    from aura.student import AuraStudent, decoder_layers
+
+    student = AuraStudent.from_pretrained(runs.aura / "final").eval()
+    rng = np.random.default_rng(0)
+    waves = [0.1 * rng.standard_normal(8000 * (2 + i)).astype(np.float32) for i in range(2)]
+    clips = [
+        Clip("a", "say <audio> now", "one two", "one two", waves[0]),
+        Clip("b", "", "three", None, waves[1]),  # no reference: counted for the audio only
+    ]
+    mels = [student.audio_features(w) for w in waves]
+    result = attention_to_audio(student, clips, mels)
+    blocks = len(decoder_layers(student.llm))
+    assert (
+        result["clips"] == 2
+        and len(result["audio_per_layer"]) == len(result["transcript_per_layer"]) == blocks
+    )
+    assert 0 < result["audio"] < 1 and 0 < result["transcript"] < 1
+    batch = student.build_batch([student.render_prompt("say <audio> now")], [[mels[0]]])
+    assert result["audio_tokens"] == pytest.approx(
+        (int(batch.audio_mask.sum()) + mels[1].shape[1] // 8) / 2, abs=1
+    )
+    assert result["transcript_tokens"] == len(
+        student.tokenizer(" one two", add_special_tokens=False)["input_ids"]
+    )
+    assert student.llm.get_base_model().config._attn_implementation != "eager"  # restored
 
 
 def test_listening_gap_is_zero_only_when_the_audio_does_not_change(runs: TinyRuns) -> None:
