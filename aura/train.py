@@ -96,6 +96,13 @@ class TrainModule(nn.Module):
         space = student.tokenizer(" ", add_special_tokens=False)["input_ids"]
         self.ctc_blank = space[0] if len(space) == 1 else student.tokenizer.pad_token_id
 
+    def _ctc_targets(self, transcript: str | None) -> list[int] | None:
+        """The transcript's LLM tokens as text spells them mid-sentence (leading space), minus the blank."""
+        if not transcript:
+            return None
+        ids = self.student.tokenizer(f" {transcript}", add_special_tokens=False)["input_ids"]
+        return [i for i in ids if i != self.ctc_blank]
+
     def forward(
         self,
         texts: list[str],
@@ -148,20 +155,10 @@ class TrainModule(nn.Module):
                     loss = loss + cfg.distill.decoder_weight * decoder
                     out["decoder_loss"] = decoder.detach()
         if ctc:
-            tokenizer = self.student.tokenizer
             ctc_loss = token_ctc_loss(
                 self.student.vocabulary_logits(states[self.student.num_blocks][batch.audio_mask]),
                 batch.audio_mask.sum(1).tolist(),
-                [
-                    [
-                        i
-                        for i in tokenizer(f" {text}", add_special_tokens=False)["input_ids"]
-                        if i != self.ctc_blank
-                    ]
-                    if text
-                    else None
-                    for _, text in transcripts
-                ],
+                [self._ctc_targets(text) for _, text in transcripts],
                 self.ctc_blank,
             )
             if ctc_loss is not None:
