@@ -245,6 +245,13 @@ def reading_loss(
     return torch.stack(losses).mean()
 
 
+def ctc_blank(tokenizer: Any) -> int:
+    """CTC's blank for an LLM vocabulary: a lone space where the tokenizer has one (audio positions then
+    read to the LLM as whitespace between words), not the pad token, which is often the end-of-turn marker."""
+    space = tokenizer(" ", add_special_tokens=False)["input_ids"]
+    return space[0] if len(space) == 1 else tokenizer.pad_token_id
+
+
 def token_ctc_loss(
     logits: torch.Tensor, tokens: list[int], targets: list[list[int] | None], blank: int
 ) -> torch.Tensor | None:

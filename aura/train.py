@@ -43,6 +43,7 @@ from aura.distill import (
     HEADS_FILE,
     DistillHeads,
     TranscriptReader,
+    ctc_blank,
     distill_terms,
     layer_map,
     reading_loss,
@@ -91,10 +92,7 @@ class TrainModule(nn.Module):
         super().__init__()
         self.student, self.heads, self.config = student, heads, config
         self.reader = reader  # not a submodule: the frozen teacher is neither trained nor synced
-        # CTC's blank: a lone space where the tokenizer has one (audio positions then read to the LLM as
-        # whitespace between words), not the pad token, which is often the end-of-turn marker
-        space = student.tokenizer(" ", add_special_tokens=False)["input_ids"]
-        self.ctc_blank = space[0] if len(space) == 1 else student.tokenizer.pad_token_id
+        self.ctc_blank = ctc_blank(student.tokenizer)
 
     def _ctc_targets(self, transcript: str | None) -> list[int] | None:
         """The transcript's LLM tokens as text spells them mid-sentence (leading space), minus the blank."""
