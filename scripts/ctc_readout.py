@@ -68,4 +68,10 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    try:
+        main()
+    except (
+        OSError,
+        ValueError,
+    ) as err:  # a missing checkpoint, manifest or audio file: one line, no traceback
+        raise SystemExit(f"ctc_readout: {err}") from None
