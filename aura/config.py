@@ -63,8 +63,8 @@ class DistillConfig:
     # so the states are pushed toward what carries the words, not only toward a high per-frame cosine
     decoder_weight: float = 0.0
     # weight of the token CTC loss (0 = off): the audio states after the last LoRA block, through the LLM's
-    # own final norm and LM head, spell the clip's `transcript` in the LLM's tokens (CTC, blank = the pad
-    # token), so the rest of the LLM meets audio positions that look like the words it already reads
+    # own final norm and LM head, spell the clip's `transcript` in the LLM's tokens (CTC, blank = a lone
+    # space token), so the rest of the LLM meets audio positions that look like the words it already reads
     ctc_weight: float = 0.0
     # standardise teacher targets per dimension (training-set mean/std) before the loss
     standardize: bool = False

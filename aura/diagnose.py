@@ -41,7 +41,7 @@ from aura.distill import HEADS_FILE, DistillHeads, layer_map, linear_cka
 from aura.features import encoder_frames, load_audio
 from aura.infer import run_folders
 from aura.metrics import error_rates
-from aura.student import AuraStudent, with_transcript
+from aura.student import AuraStudent, base_model, with_transcript
 from aura.teacher_cache import pool_frames, unpool_frames
 
 PROBE_SLACK_TOKENS = 2  # decoder length cap: reference length in Whisper tokens + this
@@ -134,7 +134,7 @@ def attention_to_audio(
     layer) that lands on the audio span, beside the base LLM's share on the clip's reference transcript
     written where the audio was. Listening says whether the audio changes the answer; this says whether
     the LLM looks at it at all."""
-    base = student.llm.get_base_model() if isinstance(student.llm, PeftModel) else student.llm
+    base = base_model(student.llm)
     previous = base.config._attn_implementation
     base.set_attn_implementation("eager")  # only eager attention returns its weights
     audio: list[list[float]] = []

@@ -82,9 +82,14 @@ class _Stop(Exception):
     """Raised by a forward hook to end the LLM forward after block N (distillation-only stage)."""
 
 
+def base_model(llm: nn.Module) -> nn.Module:
+    """The causal LM itself, under its peft wrapper if it has one (the same modules, LoRA layers included)."""
+    return llm.get_base_model() if isinstance(llm, PeftModel) else llm
+
+
 def decoder_layers(llm: nn.Module) -> nn.ModuleList:
     """The decoder block list of a (possibly peft-wrapped) causal LM."""
-    base = llm.get_base_model() if isinstance(llm, PeftModel) else llm
+    base = base_model(llm)
     layers = getattr(base.get_decoder(), "layers", None)
     if not isinstance(layers, nn.ModuleList):
         raise TypeError(f"{type(base).__name__}: cannot find its decoder blocks (expected `.layers`).")
@@ -427,8 +432,7 @@ class AuraStudent(nn.Module):
                 handle.remove()
 
     def _decoder(self) -> nn.Module:
-        base = self.llm.get_base_model() if isinstance(self.llm, PeftModel) else self.llm
-        return base.get_decoder()
+        return base_model(self.llm).get_decoder()
 
     def hidden_states(
         self, batch: StudentBatch, layers: Sequence[int], blocks: int | None = None
@@ -472,7 +476,7 @@ class AuraStudent(nn.Module):
         first (a state taken after any block rather than from the decoder's output)."""
         if not normed:
             hidden = self._decoder().norm(hidden)
-        base = self.llm.get_base_model() if isinstance(self.llm, PeftModel) else self.llm
+        base = base_model(self.llm)
         logits = base.get_output_embeddings()(hidden).float()
         cap = getattr(base.config, "final_logit_softcapping", None)
         return torch.tanh(logits / cap) * cap if cap else logits
