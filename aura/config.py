@@ -91,6 +91,9 @@ class TrainConfig:
 
     stage: Literal["distill", "joint"] = "distill"
     max_steps: int = 600
+    # length of the warmup + cosine schedule (None = max_steps). Longer stops the run part-way along its
+    # schedule with a checkpoint, so `--resume train.max_steps=...` continues it as if never stopped.
+    schedule_steps: int | None = None
     batch_size: int = 8
     grad_accum: int = 1
     lr: float = 5e-4

@@ -253,6 +253,7 @@ class Trainer:
         self.config, self.run_dir, self.progress = config, Path(run_dir), progress
         cfg = config
         self._check(resume)
+        self.schedule_steps = cfg.train.schedule_steps or cfg.train.max_steps
         # Accelerate keeps process-wide singletons; a second run in the same process (a distill run then
         # a joint run, tests) may want another precision. The process group (PartialState) is kept.
         AcceleratorState._reset_state(reset_partial_state=False)
@@ -309,7 +310,7 @@ class Trainer:
             delays.append(0)
         optimizer = torch.optim.AdamW(groups, weight_decay=cfg.train.weight_decay)
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(
-            optimizer, [_lr_lambda(d, cfg.train.warmup_steps, cfg.train.max_steps) for d in delays]
+            optimizer, [_lr_lambda(d, cfg.train.warmup_steps, self.schedule_steps) for d in delays]
         )
         self.model, self.optimizer = self.acc.prepare(self.module, optimizer)
         self.step, self.micro, self.perms = 0, 0, {}
@@ -345,6 +346,11 @@ class Trainer:
         for key in ("max_steps", "batch_size", "grad_accum", "save_every", "log_every"):
             if getattr(cfg.train, key) < 1:
                 raise ConfigError(f"train.{key} must be at least 1.")
+        if cfg.train.schedule_steps is not None and cfg.train.schedule_steps < cfg.train.max_steps:
+            raise ConfigError(
+                f"train.schedule_steps={cfg.train.schedule_steps} is shorter than train.max_steps="
+                f"{cfg.train.max_steps}: the learning rate would be 0 past it. Raise it or leave it unset."
+            )
         if resume and last_checkpoint(self.run_dir) is None:
             raise TrainError(
                 f"{self.run_dir}: no checkpoint to resume from (looked in {self.run_dir / CHECKPOINTS})."
@@ -554,7 +560,9 @@ class Trainer:
                 window, started = {}, time.perf_counter()
             if cfg.train.dev_every and self.dev_clips and self.step % cfg.train.dev_every == 0:
                 self._log_dev()
-            if self.step % cfg.train.save_every == 0 and self.step < cfg.train.max_steps:
+            periodic = self.step < cfg.train.max_steps and self.step % cfg.train.save_every == 0
+            paused = self.step == cfg.train.max_steps < self.schedule_steps  # part-way: keep it resumable
+            if periodic or paused:
                 self._save_checkpoint()
         bar.close()
         final = self._finish()

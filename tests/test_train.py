@@ -135,6 +135,23 @@ def test_resume_reproduces_the_uninterrupted_run(
     assert [r["step"] for r in _rows(tmp_path / "run")] == [r["step"] for r in _rows(distill_run)]
 
 
+def test_run_paused_on_a_longer_schedule_continues_as_uninterrupted(
+    distill_run: Path, data: tuple[Path, Path], tmp_path: Path
+) -> None:
+    every = ("train.save_every=10", "train.log_every=5", "train.schedule_steps=30")
+    _train(_config(*data, "train.max_steps=10", *every), tmp_path / "run")
+    assert (tmp_path / "run" / "final").is_dir()
+    assert (tmp_path / "run" / "checkpoints" / "step-0000010").is_dir()  # paused: resumable
+    _train(_config(*data, "train.max_steps=30", *every), tmp_path / "run", resume=True)
+    for name in ("adapter_model.safetensors", "audio_embedding.safetensors"):
+        want = load_file(distill_run / "final" / name)
+        got = load_file(tmp_path / "run" / "final" / name)
+        assert all(torch.allclose(want[k], got[k], atol=1e-6) for k in want), name
+    assert [r["lr"] for r in _rows(tmp_path / "run")] == [r["lr"] for r in _rows(distill_run)]
+    with pytest.raises(ConfigError, match="schedule_steps=20 is shorter than train.max_steps=30"):
+        _train(_config(*data, "train.max_steps=30", "train.schedule_steps=20"), tmp_path / "other")
+
+
 def test_joint_stage_from_distilled_run_and_bridge(
     distill_run: Path, data: tuple[Path, Path], tmp_path: Path
 ) -> None:
