@@ -8,7 +8,9 @@
 # Distillation (docs/shipped-checkpoint.md, sessions 4-5): 4 x 800 steps on the 1,600-clip mix of
 # docs/mix-1600.ids, each stage a fresh cosine schedule started from the last; the fourth adds the
 # transcript loss (distill.decoder_weight=0.1), which takes the decoder probe from 74 % to 19 % WER.
-# Then 300 joint steps on all 3,000 clips with the transcript loss kept. About 4.5 h on 2 CPU cores.
+# Then 300 joint steps on all 3,000 clips with the transcript loss kept, continued (session 7) by 1,200
+# more on a fresh warmup + 3,000-step cosine schedule paused at step 1,200 (train.schedule_steps); the
+# ablation gets the same two joint stages. About 7 h on 2 CPU cores.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 OUT=${1:-runs/shipped}
@@ -16,6 +18,8 @@ RECIPE=aura/recipes/aura-smollm2-135m.yaml
 A=.venv/bin/aura
 DATA=$OUT/data
 JOINT_STEPS=${JOINT_STEPS:-300}  # the AuRA joint stage and the no-distillation ablation get the same steps
+MORE_STEPS=${MORE_STEPS:-1200}  # the second joint stage (both), part of a SCHEDULE_STEPS-long schedule
+SCHEDULE_STEPS=${SCHEDULE_STEPS:-3000}  # continue further: aura train --out RUN --resume train.max_steps=N
 BRIDGE_STEPS=${BRIDGE_STEPS:-500}  # the shipped bridge (session 2) had 500 joint steps
 mkdir -p "$DATA"
 synth() {  # folder task n split seed [extra]
@@ -64,11 +68,16 @@ run distill train.stage=distill train.max_steps=800 "${MIX[@]}" distill.decoder_
 run joint train.stage=joint "train.max_steps=$JOINT_STEPS" "train.init_from=$OUT/distill" train.bf16=true \
     distill.decoder_weight=0.1 train.dev_every=100
 run nodistill train.stage=joint "train.max_steps=$JOINT_STEPS" distill.weight=0 train.bf16=true train.dev_every=100
+# The second joint stage: a fresh warmup, then the first MORE_STEPS of a SCHEDULE_STEPS cosine schedule.
+MORE=(train.stage=joint "train.max_steps=$MORE_STEPS" "train.schedule_steps=$SCHEDULE_STEPS" train.bf16=true
+    train.dev_every=100 train.save_every=50)
+run joint2 "${MORE[@]}" distill.decoder_weight=0.1 "train.init_from=$OUT/joint"
+run nodistill2 "${MORE[@]}" distill.weight=0 "train.init_from=$OUT/nodistill"
 run bridge model.arch=bridge train.stage=joint "train.max_steps=$BRIDGE_STEPS" train.bf16=true train.dev_every=0
 [ -f "$OUT/eval/report.json" ] || $A eval --data "$DATA/test-asr/manifest.jsonl" \
-    --data "$DATA/test-context-qa/manifest.jsonl" --out "$OUT/eval" --model "$OUT/joint" \
-    --bridge-model "$OUT/bridge" --systems "aura,cascade,text,whisper,bridge,nodistill=$OUT/nodistill"
-[ -f "$OUT/diagnose/alignment.json" ] || $A diagnose --model "$OUT/joint" \
+    --data "$DATA/test-context-qa/manifest.jsonl" --out "$OUT/eval" --model "$OUT/joint2" \
+    --bridge-model "$OUT/bridge" --systems "aura,cascade,text,whisper,bridge,nodistill=$OUT/nodistill2"
+[ -f "$OUT/diagnose/alignment.json" ] || $A diagnose --model "$OUT/joint2" \
     --data "$DATA/test-asr/manifest.jsonl" --out "$OUT/diagnose" --compare-untrained
 ship() {  # run name: the inference files, plus the heads, training config and metrics for `aura diagnose`
     local dest=aura/checkpoints/$2
@@ -77,5 +86,5 @@ ship() {  # run name: the inference files, plus the heads, training config and m
     cp "$OUT/$1"/{config.yaml,metrics.csv} "$dest"/
     if [ -f "$OUT/$1/heads.safetensors" ]; then cp "$OUT/$1/heads.safetensors" "$dest"/; fi
 }
-ship joint aura-smollm2-135m
+ship joint2 aura-smollm2-135m
 ship bridge aura-smollm2-135m-bridge
