@@ -54,6 +54,9 @@ def main() -> None:
         if not sep or not dirs:
             raise SystemExit(f"{spec!r}: expected LABEL=RUN_DIR[,RUN_DIR...]")
         data[label] = read_chain(dirs.split(","), metrics)
+    for metric in metrics:
+        if not any(curves[metric] for curves in data.values()):
+            raise SystemExit(f"--metric {metric}: no run logs it (see the header of each run's metrics.csv).")
 
     import matplotlib
 
