@@ -23,6 +23,7 @@ import math
 import random
 import shutil
 import time
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -437,6 +438,7 @@ class Trainer:
                 "step": self.step,
                 "micro": self.micro,
                 "scheduler": self.scheduler.state_dict(),
+                "schedule_steps": self.schedule_steps,
                 "rng": _rng_state(),
             }
             torch.save(state, tmp / "state.pt")
@@ -464,6 +466,22 @@ class Trainer:
         if self.acc.is_main_process:
             self._truncate_metrics()
             self.acc.print(f"resumed from {folder} (step {self.step})")
+            self._warn_if_schedule_changed(folder, state.get("schedule_steps", self.schedule_steps))
+
+    def _warn_if_schedule_changed(self, folder: Path, saved: int) -> None:
+        """LambdaLR keeps no horizon in its state, so a new max_steps would silently re-bend the cosine."""
+        if saved == self.schedule_steps:
+            return
+        cfg = self.config.train
+        before, after = (
+            cfg.lr * _lr_lambda(0, cfg.warmup_steps, n)(self.step) for n in (saved, self.schedule_steps)
+        )
+        warnings.warn(
+            f"{folder}: trained on a {saved}-step schedule, resumed on a {self.schedule_steps}-step one; the "
+            f"learning rate at step {self.step} jumps from {before:.3g} to {after:.3g}. Pass "
+            f"train.schedule_steps={saved} to continue the original schedule.",
+            stacklevel=2,
+        )
 
     def _truncate_metrics(self) -> None:
         """Drop metric rows logged after the checkpoint, so the resumed CSV reads like one run."""

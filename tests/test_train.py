@@ -3,6 +3,7 @@ from __future__ import annotations
 import csv
 import json
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -142,6 +143,9 @@ def test_run_paused_on_a_longer_schedule_continues_as_uninterrupted(
     _train(_config(*data, "train.max_steps=10", *every), tmp_path / "run")
     assert (tmp_path / "run" / "final").is_dir()
     assert (tmp_path / "run" / "checkpoints" / "step-0000010").is_dir()  # paused: resumable
+    shutil.copytree(tmp_path / "run", tmp_path / "rebent")
+    with pytest.warns(UserWarning, match=r"30-step schedule, resumed on a 20-step one.*schedule_steps=30"):
+        _train(_config(*data, "train.max_steps=20", "train.save_every=10"), tmp_path / "rebent", resume=True)
     _train(_config(*data, "train.max_steps=30", *every), tmp_path / "run", resume=True)
     for name in ("adapter_model.safetensors", "audio_embedding.safetensors"):
         want = load_file(distill_run / "final" / name)
