@@ -2,8 +2,8 @@
 # Reproduce the shipped checkpoint `aura-smollm2-135m` (issue 8): data, AuRA distillation then joint
 # stage, and the two comparisons trained on the same data: the no-distillation ablation (same joint
 # steps) and the bridge baseline. Then the one `aura eval` run and `aura diagnose` the README reports.
-# Safe to rerun after an interruption: finished data is kept, each run continues with --resume,
-# finished runs and reports are skipped.
+# Safe to rerun after an interruption: finished data is kept, each run continues with --resume (and a
+# paused run with a raised MORE_STEPS), runs finished at their requested length and reports are skipped.
 #   nohup bash scripts/train_shipped.sh runs/shipped > runs/shipped.log 2>&1 &
 # Distillation (docs/shipped-checkpoint.md, sessions 4-5): 4 x 800 steps on the 1,600-clip mix of
 # docs/mix-1600.ids, each stage a fresh cosine schedule started from the last; the fourth adds the
@@ -19,7 +19,7 @@ A=.venv/bin/aura
 DATA=$OUT/data
 JOINT_STEPS=${JOINT_STEPS:-300}  # the AuRA joint stage and the no-distillation ablation get the same steps
 MORE_STEPS=${MORE_STEPS:-1200}  # the second joint stage (both), part of a SCHEDULE_STEPS-long schedule
-SCHEDULE_STEPS=${SCHEDULE_STEPS:-3000}  # continue further: aura train --out RUN --resume train.max_steps=N
+SCHEDULE_STEPS=${SCHEDULE_STEPS:-3000}  # rerun with a larger MORE_STEPS to continue the paused runs
 BRIDGE_STEPS=${BRIDGE_STEPS:-500}  # the shipped bridge (session 2) had 500 joint steps
 mkdir -p "$DATA"
 synth() {  # folder task n split seed [extra]
@@ -51,9 +51,13 @@ write_manifest([by_id[i] for i in Path(sys.argv[2]).read_text().split()], root /
 PY
 run() {  # name overrides...
     local dir="$OUT/$1"; shift
-    if [ -f "$dir/final/aura_config.yaml" ]; then return; fi
+    local want have
+    want=$(printf '%s\n' "$@" | sed -n 's/^train\.max_steps=//p')
+    have=$(sed -n 's/^  max_steps: //p' "$dir/config.yaml" 2>/dev/null || true)
+    # finished at the requested length: skip; a raised MORE_STEPS continues a paused run instead
+    if [ -f "$dir/final/aura_config.yaml" ] && [ "$want" = "$have" ]; then return; fi
     if [ -d "$dir/checkpoints" ]; then
-        $A train --out "$dir" --resume
+        $A train --out "$dir" --resume "$@"
     else
         $A train --config $RECIPE --out "$dir" "data.train=$DATA/train.jsonl" \
             "data.dev=$DATA/dev-asr/manifest.jsonl" "$@"
