@@ -472,10 +472,9 @@ class Trainer:
         """LambdaLR keeps no horizon in its state, so a new max_steps would silently re-bend the cosine."""
         if saved == self.schedule_steps:
             return
-        cfg = self.config.train
-        before, after = (
-            cfg.lr * _lr_lambda(0, cfg.warmup_steps, n)(self.step) for n in (saved, self.schedule_steps)
-        )
+        # the loaded scheduler still holds the old schedule's last lr; its lambda is already the new one
+        before = self.scheduler.get_last_lr()[0]
+        after = self.scheduler.base_lrs[0] * self.scheduler.lr_lambdas[0](self.step)
         warnings.warn(
             f"{folder}: trained on a {saved}-step schedule, resumed on a {self.schedule_steps}-step one; the "
             f"learning rate at step {self.step} jumps from {before:.3g} to {after:.3g}. Pass "
