@@ -13,6 +13,7 @@ from __future__ import annotations
 import argparse
 import csv
 import json
+import math
 from pathlib import Path
 
 
@@ -63,7 +64,9 @@ def main() -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, axes = plt.subplots(1, len(metrics), figsize=(5 * len(metrics), 3.6), squeeze=False)
+    fig, axes = plt.subplots(
+        1, len(metrics), figsize=(5 * len(metrics), 3.6 + 0.3 * math.ceil(len(data) / 2)), squeeze=False
+    )
     for ax, metric in zip(axes[0], metrics, strict=True):
         for label, curves in data.items():
             if curves[metric]:
@@ -72,8 +75,9 @@ def main() -> None:
         ax.set_xlabel("step")
         ax.set_title(metric)
         ax.grid(alpha=0.3)
-    axes[0][0].legend()
-    fig.tight_layout()
+    # below the panels, so no curve is hidden behind it
+    fig.legend(*axes[0][0].get_legend_handles_labels(), loc="lower center", ncol=2, frameon=False)
+    fig.tight_layout(rect=(0, 0.07 * math.ceil(len(data) / 2), 1, 1))
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(out, dpi=120)

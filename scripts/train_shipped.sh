@@ -8,9 +8,11 @@
 # Distillation (docs/shipped-checkpoint.md, sessions 4-5): 4 x 800 steps on the 1,600-clip mix of
 # docs/mix-1600.ids, each stage a fresh cosine schedule started from the last; the fourth adds the
 # transcript loss (distill.decoder_weight=0.1), which takes the decoder probe from 74 % to 19 % WER.
-# Then 300 joint steps on all 3,000 clips with the transcript loss kept, continued (session 7) by 1,200
-# more on a fresh warmup + 3,000-step cosine schedule paused at step 1,200 (train.schedule_steps); the
-# ablation gets the same two joint stages. About 7 h on 2 CPU cores.
+# Then 300 joint steps on all 3,000 clips with the transcript loss kept, continued (session 9) by 1,000
+# more on those clips plus 5,000 more asr clips (4,022 distinct sentences instead of 1,200), on a fresh
+# warmup + 3,000-step cosine schedule paused at step 1,000 (train.schedule_steps); the ablation gets the
+# same two joint stages. About 8.5 h on 2 CPU cores (the 5,000 clips add about 1.5 h of synthesis and
+# teacher passes).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 OUT=${1:-runs/shipped}
@@ -18,7 +20,7 @@ RECIPE=aura/recipes/aura-smollm2-135m.yaml
 A=.venv/bin/aura
 DATA=$OUT/data
 JOINT_STEPS=${JOINT_STEPS:-300}  # the AuRA joint stage and the no-distillation ablation get the same steps
-MORE_STEPS=${MORE_STEPS:-1200}  # the second joint stage (both), part of a SCHEDULE_STEPS-long schedule
+MORE_STEPS=${MORE_STEPS:-1000}  # the second joint stage (both), part of a SCHEDULE_STEPS-long schedule
 SCHEDULE_STEPS=${SCHEDULE_STEPS:-3000}  # rerun with a larger MORE_STEPS to continue the paused runs
 BRIDGE_STEPS=${BRIDGE_STEPS:-500}  # the shipped bridge (session 2) had 500 joint steps
 mkdir -p "$DATA"
@@ -30,6 +32,7 @@ synth train-asr-noisy asr 300 train 12 --noise 20
 synth train-context-qa context-qa 1000 train 11
 synth train-spoken-qa spoken-qa 400 train 11
 synth train-instruct instruct 400 train 11
+synth more-asr asr 5000 train 31  # outside train-*: only the second joint stage uses it
 synth dev-asr asr 60 dev 11
 synth test-asr asr 40 test 11
 synth test-context-qa context-qa 40 test 11
@@ -40,6 +43,14 @@ from aura.data.manifest import read_manifest, write_manifest
 root = Path(sys.argv[1])
 parts = sorted(root.glob("train-*/manifest.jsonl"))
 write_manifest([ex for part in parts for ex in read_manifest(part)], root / "train.jsonl")
+PY
+[ -f "$DATA/train-8k.jsonl" ] || .venv/bin/python - "$DATA" <<'PY'
+import sys
+from pathlib import Path
+from aura.data.manifest import read_manifest, write_manifest
+root = Path(sys.argv[1])
+write_manifest(read_manifest(root / "train.jsonl") + read_manifest(root / "more-asr/manifest.jsonl"),
+               root / "train-8k.jsonl")
 PY
 [ -f "$DATA/mix-1600.jsonl" ] || .venv/bin/python - "$DATA" docs/mix-1600.ids <<'PY'
 import sys
@@ -72,16 +83,17 @@ run distill train.stage=distill train.max_steps=800 "${MIX[@]}" distill.decoder_
 run joint train.stage=joint "train.max_steps=$JOINT_STEPS" "train.init_from=$OUT/distill" train.bf16=true \
     distill.decoder_weight=0.1 train.dev_every=100
 run nodistill train.stage=joint "train.max_steps=$JOINT_STEPS" distill.weight=0 train.bf16=true train.dev_every=100
-# The second joint stage: a fresh warmup, then the first MORE_STEPS of a SCHEDULE_STEPS cosine schedule.
-MORE=(train.stage=joint "train.max_steps=$MORE_STEPS" "train.schedule_steps=$SCHEDULE_STEPS" train.bf16=true
-    train.dev_every=100 train.save_every=50)
-run joint2 "${MORE[@]}" distill.decoder_weight=0.1 "train.init_from=$OUT/joint"
-run nodistill2 "${MORE[@]}" distill.weight=0 "train.init_from=$OUT/nodistill"
+# The second joint stage, on 8,000 clips: a fresh warmup, then the first MORE_STEPS of a SCHEDULE_STEPS
+# cosine schedule. (Session 7's joint2 ran it on the 3,000 clips alone and over-fitted them.)
+MORE=(train.stage=joint "data.train=$DATA/train-8k.jsonl" "train.max_steps=$MORE_STEPS"
+    "train.schedule_steps=$SCHEDULE_STEPS" train.bf16=true train.dev_every=100 train.save_every=50)
+run joint8k "${MORE[@]}" distill.decoder_weight=0.1 "train.init_from=$OUT/joint"
+run nodistill8k "${MORE[@]}" distill.weight=0 "train.init_from=$OUT/nodistill"
 run bridge model.arch=bridge train.stage=joint "train.max_steps=$BRIDGE_STEPS" train.bf16=true train.dev_every=0
 [ -f "$OUT/eval/report.json" ] || $A eval --data "$DATA/test-asr/manifest.jsonl" \
-    --data "$DATA/test-context-qa/manifest.jsonl" --out "$OUT/eval" --model "$OUT/joint2" \
-    --bridge-model "$OUT/bridge" --systems "aura,cascade,text,whisper,bridge,nodistill=$OUT/nodistill2"
-[ -f "$OUT/diagnose/alignment.json" ] || $A diagnose --model "$OUT/joint2" \
+    --data "$DATA/test-context-qa/manifest.jsonl" --out "$OUT/eval" --model "$OUT/joint8k" \
+    --bridge-model "$OUT/bridge" --systems "aura,cascade,text,whisper,bridge,nodistill=$OUT/nodistill8k"
+[ -f "$OUT/diagnose/alignment.json" ] || $A diagnose --model "$OUT/joint8k" \
     --data "$DATA/test-asr/manifest.jsonl" --out "$OUT/diagnose" --compare-untrained
 ship() {  # run name: the inference files, plus the heads, training config and metrics for `aura diagnose`
     local dest=aura/checkpoints/$2
@@ -90,5 +102,5 @@ ship() {  # run name: the inference files, plus the heads, training config and m
     cp "$OUT/$1"/{config.yaml,metrics.csv} "$dest"/
     if [ -f "$OUT/$1/heads.safetensors" ]; then cp "$OUT/$1/heads.safetensors" "$dest"/; fi
 }
-ship joint2 aura-smollm2-135m
+ship joint8k aura-smollm2-135m
 ship bridge aura-smollm2-135m-bridge
