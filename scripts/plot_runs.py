@@ -64,8 +64,9 @@ def main() -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    legend_rows = math.ceil(len(data) / 2)
     fig, axes = plt.subplots(
-        1, len(metrics), figsize=(5 * len(metrics), 3.6 + 0.3 * math.ceil(len(data) / 2)), squeeze=False
+        1, len(metrics), figsize=(5 * len(metrics), 3.6 + 0.3 * legend_rows), squeeze=False
     )
     for ax, metric in zip(axes[0], metrics, strict=True):
         for label, curves in data.items():
@@ -77,7 +78,7 @@ def main() -> None:
         ax.grid(alpha=0.3)
     # below the panels, so no curve is hidden behind it
     fig.legend(*axes[0][0].get_legend_handles_labels(), loc="lower center", ncol=2, frameon=False)
-    fig.tight_layout(rect=(0, 0.07 * math.ceil(len(data) / 2), 1, 1))
+    fig.tight_layout(rect=(0, 0.07 * legend_rows, 1, 1))
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(out, dpi=120)

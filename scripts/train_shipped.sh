@@ -36,22 +36,15 @@ synth more-asr asr 5000 train 31  # outside train-*: only the second joint stage
 synth dev-asr asr 60 dev 11
 synth test-asr asr 40 test 11
 synth test-context-qa context-qa 40 test 11
-[ -f "$DATA/train.jsonl" ] || .venv/bin/python - "$DATA" <<'PY'
+concat() {  # out in...: one manifest from several, in the order given
+    [ -f "$1" ] || .venv/bin/python - "$@" <<'PY'
 import sys
-from pathlib import Path
 from aura.data.manifest import read_manifest, write_manifest
-root = Path(sys.argv[1])
-parts = sorted(root.glob("train-*/manifest.jsonl"))
-write_manifest([ex for part in parts for ex in read_manifest(part)], root / "train.jsonl")
+write_manifest([ex for part in sys.argv[2:] for ex in read_manifest(part)], sys.argv[1])
 PY
-[ -f "$DATA/train-8k.jsonl" ] || .venv/bin/python - "$DATA" <<'PY'
-import sys
-from pathlib import Path
-from aura.data.manifest import read_manifest, write_manifest
-root = Path(sys.argv[1])
-write_manifest(read_manifest(root / "train.jsonl") + read_manifest(root / "more-asr/manifest.jsonl"),
-               root / "train-8k.jsonl")
-PY
+}
+concat "$DATA/train.jsonl" "$DATA"/{train-asr,train-asr-noisy,train-context-qa,train-instruct,train-spoken-qa}/manifest.jsonl
+concat "$DATA/train-8k.jsonl" "$DATA/train.jsonl" "$DATA/more-asr/manifest.jsonl"
 [ -f "$DATA/mix-1600.jsonl" ] || .venv/bin/python - "$DATA" docs/mix-1600.ids <<'PY'
 import sys
 from pathlib import Path
