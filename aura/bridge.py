@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import math
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -17,6 +18,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from aura.features import WINDOW_MEL_FRAMES
+from aura.teacher_cache import load_states, save_states
 
 
 class BridgeModel(nn.Module):
@@ -35,7 +37,9 @@ class BridgeModel(nn.Module):
         )
         # Training revisits each clip every epoch and the encoder is frozen, so its output is kept (keyed
         # by the mel's bytes): after the first epoch a bridge step costs what an AuRA joint step does.
+        # With a `store` folder (the trainer sets one) it is also kept on disk, for resumes and later runs.
         self._encoded: dict[str, torch.Tensor] = {}
+        self.store: Path | None = None
 
     def train(self, mode: bool = True) -> BridgeModel:
         super().train(mode)
@@ -54,10 +58,16 @@ class BridgeModel(nn.Module):
 
     def _encode_cached(self, mels: list[torch.Tensor]) -> list[torch.Tensor]:
         keys = [hashlib.sha1(m.float().contiguous().numpy().tobytes()).hexdigest() for m in mels]
+        paths = [self.store / key[:2] / f"{key}.safetensors" if self.store else None for key in keys]
+        for key, path in zip(keys, paths, strict=True):
+            if key not in self._encoded and path is not None and path.is_file():
+                self._encoded[key] = load_states(path)
         todo = [i for i, key in enumerate(keys) if key not in self._encoded]
         if todo:
             for i, states in zip(todo, self.encode([mels[i] for i in todo]), strict=True):
                 self._encoded[keys[i]] = states
+                if paths[i] is not None:
+                    save_states(states, paths[i])
         return [self._encoded[key] for key in keys]
 
     def embed_clips(self, mels: list[torch.Tensor]) -> list[torch.Tensor]:

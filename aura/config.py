@@ -68,7 +68,9 @@ class DistillConfig:
     ctc_weight: float = 0.0
     # standardise teacher targets per dimension (training-set mean/std) before the loss
     standardize: bool = False
-    cache_dir: str | None = None  # None = $AURA_HOME/teacher_cache
+    # frozen-teacher outputs kept between runs (AuRA's targets, the bridge's encoder states);
+    # None = $AURA_HOME/teacher_cache
+    cache_dir: str | None = None
 
 
 @dataclass

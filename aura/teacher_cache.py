@@ -40,6 +40,18 @@ def unpool_frames(tokens: torch.Tensor, k: int, frames: int) -> torch.Tensor:
     return tokens.repeat_interleave(k, dim=0)[:frames]
 
 
+def save_states(states: torch.Tensor, path: Path) -> None:
+    """Write one clip's cached states; atomic, so concurrent ranks never read half a file."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(f".tmp{os.getpid()}")
+    save_file({"states": states.contiguous()}, str(tmp))
+    os.replace(tmp, path)
+
+
+def load_states(path: Path) -> torch.Tensor:
+    return load_file(str(path))["states"]
+
+
 class TeacherCache:
     """`get(wave)` -> `(N+1, tokens, d)` pooled teacher states, computed by `fill` on first use."""
 
@@ -73,11 +85,7 @@ class TeacherCache:
             for b, wave in enumerate(chunk):
                 frames = encoder_frames(len(wave))
                 pooled = torch.stack([pool_frames(h[b, :frames].float(), self.k) for h in layers])
-                path = self.path(wave)
-                path.parent.mkdir(parents=True, exist_ok=True)
-                tmp = path.with_suffix(f".tmp{os.getpid()}")
-                save_file({"states": pooled.contiguous()}, str(tmp))
-                os.replace(tmp, path)  # atomic: concurrent ranks never read half a file
+                save_states(pooled, self.path(wave))
             if progress is not None:
                 progress.update(len(chunk))
         return len(todo)
@@ -86,7 +94,7 @@ class TeacherCache:
         path = self.path(wave)
         if not path.is_file():
             raise KeyError(f"clip not in the teacher cache {self.root}; call fill() first.")
-        return load_file(str(path))["states"]
+        return load_states(path)
 
     def statistics(self, waves: Sequence[np.ndarray], layers: Sequence[int]) -> tuple[torch.Tensor, ...]:
         """Per-layer mean, std (per dimension) and mean L2 norm of the cached targets over `waves`."""

@@ -52,7 +52,7 @@ from aura.distill import (
 )
 from aura.features import encoder_frames, load_audio
 from aura.infer import run_folders
-from aura.registry import ModelNotFoundError
+from aura.registry import ModelNotFoundError, aura_home
 from aura.student import (
     AUDIO_PLACEHOLDER,
     EMBEDDING_FILE,
@@ -166,6 +166,13 @@ class TrainModule(nn.Module):
         out["loss"] = loss
         out["tokens"] = torch.tensor(float(batch.valid.sum()))
         return out
+
+
+def _cache_root(cfg: AuraConfig) -> Path:
+    """Where frozen-teacher outputs are kept between runs: AuRA's targets, and the bridge's encoder states."""
+    if cfg.distill.cache_dir is not None:
+        return Path(cfg.distill.cache_dir)
+    return aura_home() / "teacher_cache"
 
 
 def _distills(cfg: AuraConfig) -> bool:
@@ -291,6 +298,8 @@ class Trainer:
         self.cache: TeacherCache | None = None
         if _distills(cfg):
             self._prepare_distillation(student, teacher)
+        if cfg.model.arch == "bridge":
+            student.audio.store = _cache_root(cfg) / "bridge" / teacher.name
         reader = None
         if self.heads is not None and cfg.distill.decoder_weight > 0:
             reader = TranscriptReader(teacher, self.heads, cfg.model.k)
@@ -368,12 +377,7 @@ class Trainer:
     def _prepare_distillation(self, student: AuraStudent, teacher: Any) -> None:
         """Fill the teacher cache (sharded over processes), then build heads with target statistics."""
         cfg = self.config
-        root = cfg.distill.cache_dir
-        if root is None:
-            from aura.registry import aura_home
-
-            root = aura_home() / "teacher_cache"
-        self.cache = TeacherCache(root, teacher.name, cfg.model.k, teacher)
+        self.cache = TeacherCache(_cache_root(cfg), teacher.name, cfg.model.k, teacher)
         waves = [c.wave for c in self.train_clips + self.dev_clips]
         todo = self.cache.missing(waves)
         mine = [waves[i] for i in todo[self.acc.process_index :: self.acc.num_processes]]

@@ -1,4 +1,5 @@
 import math
+from pathlib import Path
 
 import torch
 
@@ -26,6 +27,28 @@ def test_training_reuses_frozen_encoder_output_exactly(tiny_teacher, one_thread)
         torch.testing.assert_close(a, ref)
         torch.testing.assert_close(b, ref)
     assert first[0].requires_grad  # the projector still learns
+
+
+def test_store_keeps_encoder_outputs_for_a_later_run(tiny_teacher, one_thread, tmp_path: Path) -> None:
+    mels = [log_mel(tone_clip(1.4, seed), n_mels=tiny_teacher.n_mels, pad_to_30s=False) for seed in (4, 5)]
+    first = BridgeModel(tiny_teacher, llm_width=32, k=4).train()
+    first.store = tmp_path
+    first.embed_clips(mels)
+    assert len(list(tmp_path.glob("*/*.safetensors"))) == 2
+
+    reference = first.eval().embed_clips(mels)
+    later = BridgeModel(tiny_teacher, llm_width=32, k=4).train()  # a resumed run: empty memory, same store
+    later.load_state_dict(first.state_dict())
+    later.store = tmp_path
+    calls = []
+    hook = later.encoder.register_forward_hook(lambda *_: calls.append(1))
+    try:
+        again = later.embed_clips(mels)
+    finally:
+        hook.remove()  # the encoder is the shared teacher's
+    assert not calls  # read back from the store, not encoded again
+    for a, b in zip(again, reference, strict=True):
+        torch.testing.assert_close(a, b)
 
 
 def test_inference_does_not_keep_encoder_outputs(tiny_teacher, one_thread) -> None:

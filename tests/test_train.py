@@ -186,6 +186,8 @@ def test_joint_stage_from_distilled_run_and_bridge(
         float(_rows(tmp_path / "bridge")[-1]["lm_loss"]) > 0
         and not (tmp_path / "bridge" / "heads.safetensors").exists()
     )
+    # the frozen encoder's outputs are kept in the cache folder for resumes and later runs
+    assert list((data[1] / "bridge" / "tiny-random-whisper").glob("*/*.safetensors"))
     with safe_open(str(final / "audio_embedding.safetensors"), framework="pt") as handle:
         assert not any(k.startswith("encoder.") for k in handle.keys())  # noqa: SIM118
 
