@@ -8,11 +8,11 @@
 # Distillation (docs/shipped-checkpoint.md, sessions 4-5): 4 x 800 steps on the 1,600-clip mix of
 # docs/mix-1600.ids, each stage a fresh cosine schedule started from the last; the fourth adds the
 # transcript loss (distill.decoder_weight=0.1), which takes the decoder probe from 74 % to 19 % WER.
-# Then 300 joint steps on all 3,000 clips with the transcript loss kept, continued (session 9) by 1,000
-# more on those clips plus 5,000 more asr clips (4,022 distinct sentences instead of 1,200), on a fresh
-# warmup + 3,000-step cosine schedule paused at step 1,000 (train.schedule_steps); the ablation gets the
-# same two joint stages. About 8.5 h on 2 CPU cores (the 5,000 clips add about 1.5 h of synthesis and
-# teacher passes).
+# Then 300 joint steps on all 3,000 clips with the transcript loss kept, continued (sessions 9-10) by
+# 2,000 more on those clips plus 5,000 more asr clips (4,022 distinct sentences instead of 1,200), on a
+# fresh warmup + 3,000-step cosine schedule paused at step 2,000 (train.schedule_steps); the ablation gets
+# the same two joint stages. About 10 h on 2 CPU cores (the 5,000 clips add about 1.5 h of synthesis
+# and teacher passes).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 OUT=${1:-runs/shipped}
@@ -20,7 +20,7 @@ RECIPE=aura/recipes/aura-smollm2-135m.yaml
 A=.venv/bin/aura
 DATA=$OUT/data
 JOINT_STEPS=${JOINT_STEPS:-300}  # the AuRA joint stage and the no-distillation ablation get the same steps
-MORE_STEPS=${MORE_STEPS:-1000}  # the second joint stage (both), part of a SCHEDULE_STEPS-long schedule
+MORE_STEPS=${MORE_STEPS:-2000}  # the second joint stage (both), part of a SCHEDULE_STEPS-long schedule
 SCHEDULE_STEPS=${SCHEDULE_STEPS:-3000}  # rerun with a larger MORE_STEPS to continue the paused runs
 BRIDGE_STEPS=${BRIDGE_STEPS:-500}  # the shipped bridge (session 2) had 500 joint steps
 mkdir -p "$DATA"
