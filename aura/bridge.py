@@ -37,7 +37,8 @@ class BridgeModel(nn.Module):
         )
         # Training revisits each clip every epoch and the encoder is frozen, so its output is kept (keyed
         # by the mel's bytes): after the first epoch a bridge step costs what an AuRA joint step does.
-        # With a `store` folder (the trainer sets one) it is also kept on disk, for resumes and later runs.
+        # With a `store` folder (the trainer sets one) it is also kept on disk, for resumes and later runs,
+        # and used in eval mode too, so the trainer's dev evaluations encode each dev clip once.
         self._encoded: dict[str, torch.Tensor] = {}
         self.store: Path | None = None
 
@@ -72,7 +73,7 @@ class BridgeModel(nn.Module):
 
     def embed_clips(self, mels: list[torch.Tensor]) -> list[torch.Tensor]:
         """Stack k encoder frames per token and project them to the LLM width."""
-        encoded = self._encode_cached(mels) if self.training else self.encode(mels)
+        encoded = self._encode_cached(mels) if self.training or self.store else self.encode(mels)
         out = []
         for states in encoded:
             frames = states.shape[0]

@@ -33,11 +33,11 @@ def test_store_keeps_encoder_outputs_for_a_later_run(tiny_teacher, one_thread, t
     mels = [log_mel(tone_clip(1.4, seed), n_mels=tiny_teacher.n_mels, pad_to_30s=False) for seed in (4, 5)]
     first = BridgeModel(tiny_teacher, llm_width=32, k=4).train()
     first.store = tmp_path
-    first.embed_clips(mels)
+    reference = first.embed_clips(mels)
     assert len(list(tmp_path.glob("*/*.safetensors"))) == 2
 
-    reference = first.eval().embed_clips(mels)
-    later = BridgeModel(tiny_teacher, llm_width=32, k=4).train()  # a resumed run: empty memory, same store
+    # a resumed run's dev evaluation: empty memory, eval mode, same store
+    later = BridgeModel(tiny_teacher, llm_width=32, k=4).eval()
     later.load_state_dict(first.state_dict())
     later.store = tmp_path
     calls = []
