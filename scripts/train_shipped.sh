@@ -8,21 +8,21 @@
 # Distillation (docs/shipped-checkpoint.md, sessions 4-5): 4 x 800 steps on the 1,600-clip mix of
 # docs/mix-1600.ids, each stage a fresh cosine schedule started from the last; the fourth adds the
 # transcript loss (distill.decoder_weight=0.1), which takes the decoder probe from 74 % to 19 % WER.
-# Then 300 joint steps on all 3,000 clips with the transcript loss kept, continued (sessions 9-10) by
-# 2,000 more on those clips plus 5,000 more asr clips (4,022 distinct sentences instead of 1,200), on a
-# fresh warmup + 3,000-step cosine schedule paused at step 2,000 (train.schedule_steps); the ablation gets
-# the same two joint stages. About 10 h on 2 CPU cores (the 5,000 clips add about 1.5 h of synthesis
-# and teacher passes).
+# Then 300 joint steps on all 3,000 clips with the transcript loss kept, continued (sessions 9-11) by
+# 3,000 more on those clips plus 5,000 more asr clips (4,022 distinct sentences instead of 1,200), on a
+# fresh warmup + 3,000-step cosine schedule (train.schedule_steps; a smaller MORE_STEPS pauses it part-way).
+# The ablation and the bridge get the same two joint stages. About 16 h on 2 CPU cores, estimated from the
+# stages' measured step times (the 5,000 clips add about 1.5 h of synthesis and teacher passes; the
+# bridge's first epoch encodes each clip once, 0.3-0.9 s per clip).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 OUT=${1:-runs/shipped}
 RECIPE=aura/recipes/aura-smollm2-135m.yaml
 A=.venv/bin/aura
 DATA=$OUT/data
-JOINT_STEPS=${JOINT_STEPS:-300}  # the AuRA joint stage and the no-distillation ablation get the same steps
-MORE_STEPS=${MORE_STEPS:-2000}  # the second joint stage (both), part of a SCHEDULE_STEPS-long schedule
+JOINT_STEPS=${JOINT_STEPS:-300}  # the AuRA joint stage, the no-distillation ablation and the bridge alike
+MORE_STEPS=${MORE_STEPS:-3000}  # the second joint stage (all three), part of a SCHEDULE_STEPS-long schedule
 SCHEDULE_STEPS=${SCHEDULE_STEPS:-3000}  # rerun with a larger MORE_STEPS to continue the paused runs
-BRIDGE_STEPS=${BRIDGE_STEPS:-500}  # the shipped bridge (session 2) had 500 joint steps
 mkdir -p "$DATA"
 synth() {  # folder task n split seed [extra]
     [ -f "$DATA/$1/manifest.jsonl" ] || $A data synth --out "$DATA/$1" --task "$2" --n "$3" --split "$4" --seed "$5" "${@:6}"
@@ -82,10 +82,14 @@ MORE=(train.stage=joint "data.train=$DATA/train-8k.jsonl" "train.max_steps=$MORE
     "train.schedule_steps=$SCHEDULE_STEPS" train.bf16=true train.dev_every=100 train.save_every=50)
 run joint8k "${MORE[@]}" distill.decoder_weight=0.1 "train.init_from=$OUT/joint"
 run nodistill8k "${MORE[@]}" distill.weight=0 "train.init_from=$OUT/nodistill"
-run bridge model.arch=bridge train.stage=joint "train.max_steps=$BRIDGE_STEPS" train.bf16=true train.dev_every=0
+# The bridge: the same two joint stages on the same clips (no distillation stage: its encoder is the
+# teacher itself); the frozen encoder's outputs are kept under the teacher cache, so each clip is encoded once.
+run bridge model.arch=bridge train.stage=joint "train.max_steps=$JOINT_STEPS" train.bf16=true train.dev_every=100 \
+    train.save_every=50
+run bridge8k model.arch=bridge "${MORE[@]}" "train.init_from=$OUT/bridge"
 [ -f "$OUT/eval/report.json" ] || $A eval --data "$DATA/test-asr/manifest.jsonl" \
     --data "$DATA/test-context-qa/manifest.jsonl" --out "$OUT/eval" --model "$OUT/joint8k" \
-    --bridge-model "$OUT/bridge" --systems "aura,cascade,text,whisper,bridge,nodistill=$OUT/nodistill8k"
+    --bridge-model "$OUT/bridge8k" --systems "aura,cascade,text,whisper,bridge,nodistill=$OUT/nodistill8k"
 [ -f "$OUT/diagnose/alignment.json" ] || $A diagnose --model "$OUT/joint8k" \
     --data "$DATA/test-asr/manifest.jsonl" --out "$OUT/diagnose" --compare-untrained
 ship() {  # run name: the inference files, plus the heads, training config and metrics for `aura diagnose`
@@ -96,4 +100,4 @@ ship() {  # run name: the inference files, plus the heads, training config and m
     if [ -f "$OUT/$1/heads.safetensors" ]; then cp "$OUT/$1/heads.safetensors" "$dest"/; fi
 }
 ship joint8k aura-smollm2-135m
-ship bridge aura-smollm2-135m-bridge
+ship bridge8k aura-smollm2-135m-bridge
