@@ -394,6 +394,13 @@ def data_synth(
     ),
     noise: float | None = typer.Option(None, "--noise", help="Add white noise at this SNR in dB."),
     workers: int | None = typer.Option(None, "--workers", min=1, help="Processes (default: all cores)."),
+    min_word_count: int | None = typer.Option(
+        None,
+        "--min-word-count",
+        min=1,
+        help="asr tasks: keep WordNet sentences whose every word occurs at least this often in its glosses "
+        "(default: everyday words, the filter dev/test sets are drawn with; 5 doubles the train sentences).",
+    ),
 ) -> None:
     """Synthesise spoken examples with espeak-ng into OUT/manifest.jsonl and OUT/audio/."""
     from aura.data.synth import synthesize
@@ -409,6 +416,7 @@ def data_synth(
         voice_set=voice_set,
         noise_snr=noise,
         workers=workers,
+        min_word_count=min_word_count,
     )
     console.print(f"wrote {n} example(s) to {path}")
 

@@ -13,7 +13,7 @@ from typer.testing import CliRunner
 
 from aura.cli import app
 from aura.data import corpus
-from aura.data.corpus import CorpusError, sentences_in
+from aura.data.corpus import MIN_WORD_COUNT, CorpusError, sentences_in
 from aura.data.facts import QUESTIONS, countries, countries_in
 from aura.data.manifest import scan_manifest
 from aura.data.splits import SPLITS, split_of
@@ -78,6 +78,21 @@ def test_context_qa_answer_is_in_the_context_and_question_is_needed() -> None:
     assert sum(bool(p.distractors) for p in plan_examples("context-qa", 80, "dev", seed=0)) > 60
 
 
+def test_a_lower_word_count_only_adds_sentences_and_keeps_the_default_draws() -> None:
+    default = plan_examples("asr", 30, "test", seed=11)
+    assert plan_examples("asr", 30, "test", seed=11, min_word_count=MIN_WORD_COUNT) == default
+    for split in SPLITS:  # a looser filter adds sentences to each split; none moves to another split
+        strict, loose = set(sentences_in(split)), set(sentences_in(split, 5))
+        assert strict < loose and len(loose) > 1.5 * len(strict)
+        assert all(split_of(s) == split for s in loose - strict)
+    wide = plan_examples("asr", 300, "train", seed=0, min_word_count=5)
+    assert {p.transcript for p in wide} != {p.transcript for p in plan_examples("asr", 300, "train", seed=0)}
+    assert any(p.entity not in sentences_in("train") for p in wide)
+    assert all(p.entity in sentences_in("train", 5) for p in wide)
+    with pytest.raises(ValueError, match="min_word_count"):
+        sentences_in("train", 0)
+
+
 def test_asr_words_are_random_words_of_the_split() -> None:
     plans = plan_examples("asr-words", 50, "train", seed=0)
     train_words = {w for s in sentences_in("train") for w in normalize_transcript(s).split()}
@@ -134,10 +149,13 @@ def test_noise_is_added_at_the_requested_snr() -> None:
 def test_cli_synth_with_voices_and_noise(tmp_path: Path) -> None:
     out = tmp_path / "d"
     args = ["data", "synth", "--task", "asr", "--n", "4", "--out", str(out), "--split", "dev"]
-    result = CliRunner().invoke(app, [*args, "--voices", "en-gb+m3,en-us", "--noise", "20", "--seed", "2"])
+    extra = ["--voices", "en-gb+m3,en-us", "--noise", "20", "--seed", "2", "--min-word-count", "5"]
+    result = CliRunner().invoke(app, [*args, *extra])
     assert result.exit_code == 0, result.output
     rows = [json.loads(x) for x in (out / "manifest.jsonl").read_text().splitlines()]
     assert len(rows) == 4 and {r["voice"] for r in rows} <= {"en-gb+m3", "en-us"}
+    wide = [p.transcript for p in plan_examples("asr", 4, "dev", seed=2, min_word_count=5)]
+    assert [r["transcript"] for r in rows] == wide
     assert all(r["task"] == "asr" and r["transcript"] and "<audio>" in r["prompt"] for r in rows)
     assert CliRunner().invoke(app, ["data", "check", str(out / "manifest.jsonl")]).exit_code == 0
 

@@ -160,9 +160,10 @@ def synthesize(
     noise_snr: float | None = None,
     workers: int | None = None,
     progress: bool = True,
+    min_word_count: int | None = None,
 ) -> Path:
     """Write `out/manifest.jsonl` and `out/audio/*.wav` with `n` examples of `task`; return the manifest path."""
-    plans = plan_examples(task, n, split, seed)
+    plans = plan_examples(task, n, split, seed, min_word_count)
     pool_voices = list(voices) if voices else voices_for(voice_set, split)
     check_voices(pool_voices)
     rng = random.Random(f"voices/{task}/{split}/{seed}")
