@@ -224,7 +224,7 @@ CHECKPOINTS_DIR = Path(__file__).parent / "checkpoints"
 # Checkpoints shipped inside the package (adapter + audio module + config, no teacher); how they were
 # trained and measured: README "The shipped checkpoint", scripts/train_shipped.sh.
 CHECKPOINTS: dict[str, str] = {
-    "aura-smollm2-135m": "SmolLM2-135M-Instruct + LoRA on 4 blocks, distilled from Whisper tiny.en",
+    "aura-smollm2-135m": "SmolLM2-135M-Instruct + LoRA on all 30 blocks, distilled from Whisper tiny.en",
     "aura-smollm2-135m-bridge": "the bridge baseline (Whisper tiny.en encoder + projector), for comparison",
 }
 DEFAULT_CHECKPOINT = "aura-smollm2-135m"

@@ -43,7 +43,8 @@ def test_shipped_folder_is_small_and_keeps_heads_apart(name: str) -> None:
     folder = resolve_checkpoint(name)
     files = {p.name for p in folder.iterdir()}
     assert files >= INFERENCE_FILES and "config.yaml" in files
-    assert sum(p.stat().st_size for p in folder.iterdir()) < 40 * 2**20
+    # "a few tens of MB at most" (issue 8): LoRA on 30 blocks in float16 plus the fp32 heads is about 46 MB
+    assert sum(p.stat().st_size for p in folder.iterdir()) < 50 * 2**20
     arch = yaml.safe_load((folder / "aura_config.yaml").read_text())["model"]["arch"]
     assert (HEADS_FILE in files) == (arch == "aura")  # the bridge has nothing distilled
 
