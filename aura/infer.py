@@ -28,6 +28,7 @@ from aura.config import AuraConfig, load_config
 from aura.data.tasks import ASR_PROMPTS
 from aura.embedding import AudioEmbedding
 from aura.features import WINDOW_SAMPLES, AudioSource, encoder_frames, load_audio
+from aura.llm import CACHE_KWARG, load_llm
 from aura.student import (
     AUDIO_PLACEHOLDER,
     CONFIG_FILE,
@@ -146,7 +147,7 @@ class Decoding:
             inputs_embeds=prefill.embeds,
             attention_mask=prefill.mask,
             position_ids=prefill.positions,
-            past_key_values=cache,
+            **{CACHE_KWARG: cache},
             use_cache=True,
         )
         # the next-token logits sit at each row's last real token (rows may be right-padded)
@@ -180,7 +181,7 @@ class Decoding:
                 input_ids=tokens[:, None],
                 attention_mask=mask,
                 position_ids=position[:, None],
-                past_key_values=cache,
+                **{CACHE_KWARG: cache},
                 use_cache=True,
             )
             logits = out.logits[:, -1]
@@ -282,8 +283,6 @@ class AuraModel:
         if not (folder / "adapter_config.json").is_file() and (folder / "config.json").is_file():
             student = _load_merged(folder, dtype, device)
         elif (folder / "llm").is_dir():  # `aura export` without --merge: base LLM shipped alongside
-            from aura.llm import load_llm
-
             llm, tokenizer = load_llm(folder / "llm", dtype=dtype, device=device)
             student = AuraStudent.from_pretrained(
                 folder, dtype=dtype, device=device, llm=llm, tokenizer=tokenizer
@@ -501,8 +500,6 @@ class AuraModel:
 
 def _load_merged(folder: Path, dtype: torch.dtype, device: str | torch.device) -> AuraStudent:
     """A merged export: the LLM is the folder itself and there is no adapter to apply."""
-    from aura.llm import load_llm
-
     meta = yaml.safe_load((folder / CONFIG_FILE).read_text())
     config = AuraConfig.from_dict({"model": meta["model"]}, source=str(folder / CONFIG_FILE)).model
     llm, tokenizer = load_llm(folder, dtype=dtype, device=device)

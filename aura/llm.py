@@ -7,9 +7,15 @@ import tempfile
 from pathlib import Path
 
 import torch
+import transformers
+from packaging.version import Version
 from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedModel, PreTrainedTokenizerBase
 
 from aura.registry import resolve_model
+
+# The keyword that hands a KV cache to a model's forward or generate: transformers 5.24 renamed
+# `past_key_values` to `cache` and warns on the old name, which goes away in 5.40.
+CACHE_KWARG = "cache" if Version(transformers.__version__) >= Version("5.24") else "past_key_values"
 
 
 def gguf_to_hf(parts: list[Path], out_dir: Path) -> None:

@@ -18,7 +18,8 @@ API (used by the trainer and by `aura.infer`):
   `valid (B, T)`, `lengths`, `audio_mask (B, T)` and, with `responses`, `labels (B, T)` (-100 except
   response tokens, HF convention: label at the token's own position).
 - Generation with a KV cache: run `student.llm(inputs_embeds=b.embeds, attention_mask=b.mask,
-  position_ids=b.positions, past_key_values=cache, use_cache=True)` once, then feed token ids with a
+  position_ids=b.positions, cache=cache, use_cache=True)` (`past_key_values=` before
+  transformers 5.24; `aura.llm.CACHE_KWARG` names it) once, then feed token ids with a
   `(B, 1, 1, T + t)` additive padding mask and `positions + 1` per step (plain causal decoding).
 - `student.hidden_states(batch, layers, blocks=None)`: states `hidden_states[i]` (0 = input embeddings,
   i = output of block i) for i in `layers`; with `blocks=n` the forward stops after block n, so blocks

@@ -25,6 +25,7 @@ from aura.features import (
     load_audio,
     log_mel_batch,
 )
+from aura.llm import CACHE_KWARG
 from aura.registry import resolve_model
 
 Wave = np.ndarray | torch.Tensor
@@ -176,7 +177,7 @@ class Teacher:
             options["input_features"] = self._mel(mel)
         if beam_size > 1:
             config = self.model.config
-            options["past_key_values"] = _BeamSharedCrossCache(
+            options[CACHE_KWARG] = _BeamSharedCrossCache(
                 DynamicCache(config=config), DynamicCache(config=config)
             )
         gen = self.model.generation_config

@@ -5,6 +5,7 @@
 # Safe to rerun after an interruption: finished data is kept, each run continues with --resume (and a
 # paused run with a raised MORE_STEPS), runs finished at their requested length and reports are skipped.
 #   nohup bash scripts/train_shipped.sh runs/shipped > runs/shipped.log 2>&1 &
+# ONLY="bridge bridge8k bridgedeep" trains just those runs (after the data) and stops before eval and ship.
 # Distillation (docs/shipped-checkpoint.md, sessions 4-5): 4 x 800 steps on the 1,600-clip mix of
 # docs/mix-1600.ids, each stage a fresh cosine schedule started from the last; the fourth adds the
 # transcript loss (distill.decoder_weight=0.1), which takes the decoder probe from 74 % to 19 % WER.
@@ -26,6 +27,7 @@ JOINT_STEPS=${JOINT_STEPS:-300}  # the AuRA joint stage, the no-distillation abl
 MORE_STEPS=${MORE_STEPS:-3000}  # the second joint stage (all three), part of a SCHEDULE_STEPS-long schedule
 SCHEDULE_STEPS=${SCHEDULE_STEPS:-3000}  # rerun with a larger MORE_STEPS to continue the paused runs
 DEEP_STEPS=${DEEP_STEPS:-300}  # the third joint stage (all three), LoRA on every block
+ONLY=${ONLY:-}  # run names to train, space-separated; empty: all of them, then eval, diagnose and ship
 mkdir -p "$DATA"
 synth() {  # folder task n split seed [extra]
     [ -f "$DATA/$1/manifest.jsonl" ] || $A data synth --out "$DATA/$1" --task "$2" --n "$3" --split "$4" --seed "$5" "${@:6}"
@@ -57,6 +59,7 @@ by_id = {ex.id: ex for ex in read_manifest(root / "train.jsonl")}
 write_manifest([by_id[i] for i in Path(sys.argv[2]).read_text().split()], root / "mix-1600.jsonl")
 PY
 run() {  # name overrides...
+    if [ -n "$ONLY" ] && [[ " $ONLY " != *" $1 "* ]]; then return; fi
     local dir="$OUT/$1"; shift
     local want have
     want=$(printf '%s\n' "$@" | sed -n 's/^train\.max_steps=//p')
@@ -97,6 +100,7 @@ DEEP=(train.stage=joint "data.train=$DATA/train-8k.jsonl" model.lora_layers=30 "
 run deep8k "${DEEP[@]}" distill.decoder_weight=0.1 "train.init_from=$OUT/joint8k"
 run nodistilldeep "${DEEP[@]}" distill.weight=0 "train.init_from=$OUT/nodistill8k"
 run bridgedeep model.arch=bridge "${DEEP[@]}" "train.init_from=$OUT/bridge8k"
+if [ -n "$ONLY" ]; then exit 0; fi
 [ -f "$OUT/eval/report.json" ] || $A eval --data "$DATA/test-asr/manifest.jsonl" \
     --data "$DATA/test-context-qa/manifest.jsonl" --out "$OUT/eval" --model "$OUT/deep8k" \
     --bridge-model "$OUT/bridgedeep" --systems "aura,cascade,text,whisper,bridge,nodistill=$OUT/nodistilldeep"

@@ -6,6 +6,7 @@ from __future__ import annotations
 import math
 import shutil
 import sys
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -75,6 +76,14 @@ def test_cached_greedy_equals_uncached_forward(model: AuraModel, wave: np.ndarra
     assert "".join(pieces) == result.text
     assert result.completion_tokens == len(decoding.rows[0].tokens) > 0
     assert model.generate(audio=wave, prompt="say it again", max_new_tokens=MAX_NEW) == result.text
+
+
+def test_decoding_passes_the_cache_by_its_current_name(model: AuraModel, wave: np.ndarray) -> None:
+    """transformers 5.24 renamed `past_key_values` to `cache` and warns on the old name (gone in 5.40)."""
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        model.generate(audio=wave, prompt="say it again", max_new_tokens=3)
+    assert not [w for w in caught if "past_key_values" in str(w.message)]
 
 
 def test_sliding_window_llm_decodes_past_its_window(
