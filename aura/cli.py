@@ -314,6 +314,8 @@ def diagnose(
         f"listening ({heard['clips']} clips): LM loss {heard['own_audio_lm_loss']:.3f} with each clip's own "
         f"audio vs {heard['other_audio_lm_loss']:.3f} with another clip's (gap {heard['gap']:.3f} nats/token)"
     )
+    by_token = ", ".join(f"{row['tokens']}: {row['gap']:.2f}" for row in heard["by_position"])
+    console.print(f"listening gap by answer token: {by_token}")
     if "note" in result:
         console.print(result["note"])
     console.print(f"wrote {Path(out) / 'alignment.json'} and {Path(out) / 'alignment.png'}")

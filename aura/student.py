@@ -456,6 +456,20 @@ class AuraStudent(nn.Module):
 
         The LM head runs only on the positions that predict a label token, not on the whole prompt.
         """
+        logits, targets, states = self._response_logits(batch, layers)
+        return nn.functional.cross_entropy(logits, targets), states
+
+    def response_nll(self, batch: StudentBatch) -> list[torch.Tensor]:
+        """Each row's per-token cross-entropy over its response, in order: where in the answer a loss sits."""
+        logits, targets, _ = self._response_logits(batch, ())
+        nll = nn.functional.cross_entropy(logits, targets, reduction="none")
+        counts = (batch.labels[:, 1:] != -100).sum(1).tolist()  # type: ignore[index]
+        return list(nll.split(counts))
+
+    def _response_logits(
+        self, batch: StudentBatch, layers: Sequence[int]
+    ) -> tuple[torch.Tensor, torch.Tensor, dict[int, torch.Tensor]]:
+        """Logits and targets of the label tokens (row-major), and the requested hidden states."""
         if batch.labels is None:
             raise ValueError("forward_lm needs a batch built with responses (labels).")
         with self._hooks(layers, None) as captured:
@@ -469,8 +483,7 @@ class AuraStudent(nn.Module):
         targets = batch.labels[:, 1:]
         keep = targets != -100
         logits = self.vocabulary_logits(out.last_hidden_state[:, :-1][keep], normed=True)
-        loss = nn.functional.cross_entropy(logits, targets[keep])
-        return loss, states
+        return logits, targets[keep], states
 
     def vocabulary_logits(self, hidden: torch.Tensor, normed: bool = False) -> torch.Tensor:
         """The LLM's own token logits (float32) for hidden states; `normed=False` applies its final norm

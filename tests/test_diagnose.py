@@ -65,6 +65,7 @@ def test_diagnose_writes_alignment_and_probe(runs: TinyRuns, tmp_path: Path) -> 
     heard = saved["listening"]
     assert heard["clips"] == 3 and heard["own_audio_lm_loss"] > 0
     assert heard["gap"] == pytest.approx(heard["other_audio_lm_loss"] - heard["own_audio_lm_loss"])
+    assert heard["by_position"][0]["tokens"] == "1"
     assert saved["attention"]["clips"] == 3 and 0 < saved["attention"]["audio"] < 1
     assert (tmp_path / "alignment.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
@@ -107,7 +108,23 @@ def test_listening_gap_is_zero_only_when_the_audio_does_not_change(runs: TinyRun
     prompts, responses = ["Transcribe: <audio>"] * 4, [f"word {i} here" for i in range(4)]
     same = listening(student, prompts, responses, [mels[0]] * 4)
     assert same["gap"] == pytest.approx(0.0, abs=1e-5)
-    assert abs(listening(student, prompts, responses, mels)["gap"]) > 1e-4  # random weights react to audio
+    assert all(row["gap"] == pytest.approx(0.0, abs=1e-5) for row in same["by_position"])
+    heard = listening(student, prompts, responses, mels)
+    assert abs(heard["gap"]) > 1e-4  # random weights react to audio
+    # the positions split the same tokens: first answer token alone, counts and means add up
+    rows = heard["by_position"]
+    assert rows[0]["tokens"] == "1" and rows[0]["count"] == 4
+    total = sum(row["count"] for row in rows)
+    for key in ("own_audio_lm_loss", "other_audio_lm_loss"):
+        assert sum(row[key] * row["count"] for row in rows) / total == pytest.approx(heard[key], rel=1e-5)
+    # the per-token losses are the terms of the training loss
+    batch = student.build_batch([student.render_prompt(p) for p in prompts], [[m] for m in mels], responses)
+    with torch.no_grad():
+        loss, _ = student.forward_lm(batch)
+        nll = student.response_nll(batch)
+    assert [len(row) for row in nll] == [int((r != -100).sum()) for r in batch.labels[:, 1:]]
+    assert torch.cat(nll).mean().item() == pytest.approx(loss.item(), rel=1e-5)
+    assert heard["own_audio_lm_loss"] == pytest.approx(loss.item(), rel=1e-5)
 
 
 def test_cli_diagnose_without_heads_reports_cka_only(runs: TinyRuns, tmp_path: Path) -> None:
