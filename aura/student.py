@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import warnings
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -81,6 +82,15 @@ class StudentBatch:
 
 class _Stop(Exception):
     """Raised by a forward hook to end the LLM forward after block N (distillation-only stage)."""
+
+
+@contextlib.contextmanager
+def _quiet_peft() -> Iterator[None]:
+    """peft 0.21 reads transformers' `is_gradient_checkpointing`, deprecated in 5.24, whenever it wraps a
+    model: a FutureWarning on every load that no AuRA user can act on."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", "`is_gradient_checkpointing` is deprecated", FutureWarning)
+        yield
 
 
 def base_model(llm: nn.Module) -> nn.Module:
@@ -183,7 +193,8 @@ class AuraStudent(nn.Module):
             layers_pattern="layers",
             task_type="CAUSAL_LM",
         )
-        peft_llm = get_peft_model(llm, lora)
+        with _quiet_peft():
+            peft_llm = get_peft_model(llm, lora)
         return cls(peft_llm, tokenizer, audio, config, num_blocks, n_mels)
 
     def save_pretrained(self, path: str | Path) -> None:
@@ -248,7 +259,8 @@ class AuraStudent(nn.Module):
         if any(not name.startswith("encoder.") for name in missing):
             raise CheckpointError(f"{path / EMBEDDING_FILE}: missing weights {missing}.")
         try:
-            peft_llm = PeftModel.from_pretrained(llm, path)
+            with _quiet_peft():
+                peft_llm = PeftModel.from_pretrained(llm, path)
         except RuntimeError as err:  # shape mismatch: the adapter was trained on another base LLM
             raise CheckpointError(
                 f"{path}: the LoRA adapter does not fit the base LLM {config.llm!r} named in its config "
