@@ -483,7 +483,7 @@ class AuraStudent(nn.Module):
     ) -> tuple[torch.Tensor, torch.Tensor, dict[int, torch.Tensor]]:
         """Logits and targets of the label tokens (row-major), and the requested hidden states."""
         if batch.labels is None:
-            raise ValueError("forward_lm needs a batch built with responses (labels).")
+            raise ValueError("the LM loss needs a batch built with responses (labels).")
         with self._hooks(layers, None) as captured:
             out = self._decoder()(
                 inputs_embeds=batch.embeds,
