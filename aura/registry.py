@@ -225,7 +225,7 @@ CHECKPOINTS_DIR = Path(__file__).parent / "checkpoints"
 # trained and measured: README "The shipped checkpoint", scripts/train_shipped.sh.
 CHECKPOINTS: dict[str, str] = {
     "aura-smollm2-135m": "SmolLM2-135M-Instruct + LoRA on all 30 blocks, distilled from Whisper tiny.en",
-    "aura-smollm2-135m-bridge": "the bridge baseline (Whisper tiny.en encoder + projector), 3,300 joint steps on the same clips",
+    "aura-smollm2-135m-bridge": "the bridge baseline (Whisper tiny.en encoder + projector), the same joint steps on the same clips",
 }
 DEFAULT_CHECKPOINT = "aura-smollm2-135m"
 
