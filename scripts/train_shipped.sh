@@ -28,6 +28,7 @@ MORE_STEPS=${MORE_STEPS:-3000}  # the second joint stage (all three), part of a 
 SCHEDULE_STEPS=${SCHEDULE_STEPS:-3000}  # rerun with a larger MORE_STEPS to continue the paused runs
 DEEP_STEPS=${DEEP_STEPS:-300}  # the third joint stage (all three), LoRA on every block
 ONLY=${ONLY:-}  # run names to train, space-separated; empty: all of them, then eval, diagnose and ship
+TRAINED=()
 mkdir -p "$DATA"
 synth() {  # folder task n split seed [extra]
     [ -f "$DATA/$1/manifest.jsonl" ] || $A data synth --out "$DATA/$1" --task "$2" --n "$3" --split "$4" --seed "$5" "${@:6}"
@@ -60,6 +61,7 @@ write_manifest([by_id[i] for i in Path(sys.argv[2]).read_text().split()], root /
 PY
 run() {  # name overrides...
     if [ -n "$ONLY" ] && [[ " $ONLY " != *" $1 "* ]]; then return; fi
+    TRAINED+=("$1")
     local dir="$OUT/$1"; shift
     local want have
     want=$(printf '%s\n' "$@" | sed -n 's/^train\.max_steps=//p')
@@ -100,7 +102,12 @@ DEEP=(train.stage=joint "data.train=$DATA/train-8k.jsonl" model.lora_layers=30 "
 run deep8k "${DEEP[@]}" distill.decoder_weight=0.1 "train.init_from=$OUT/joint8k"
 run nodistilldeep "${DEEP[@]}" distill.weight=0 "train.init_from=$OUT/nodistill8k"
 run bridgedeep model.arch=bridge "${DEEP[@]}" "train.init_from=$OUT/bridge8k"
-if [ -n "$ONLY" ]; then exit 0; fi
+if [ -n "$ONLY" ]; then
+    for name in $ONLY; do  # a misspelt run name would otherwise train nothing and still succeed
+        [[ " ${TRAINED[*]} " == *" $name "* ]] || { echo "ONLY: no run named '$name' in $0" >&2; exit 2; }
+    done
+    exit 0
+fi
 [ -f "$OUT/eval/report.json" ] || $A eval --data "$DATA/test-asr/manifest.jsonl" \
     --data "$DATA/test-context-qa/manifest.jsonl" --out "$OUT/eval" --model "$OUT/deep8k" \
     --bridge-model "$OUT/bridgedeep" --systems "aura,cascade,text,whisper,bridge,nodistill=$OUT/nodistilldeep"
