@@ -41,6 +41,9 @@ class ModelConfig:
     lora_alpha: int = 64
     lora_dropout: float = 0.0
     lora_targets: list[str] = field(default_factory=lambda: list(DEFAULT_LORA_TARGETS))
+    # "lora": one LoRA for every position (mergeable); "audio-expert": LoRA acts at audio positions only,
+    # text positions run the exact base weights (text ability kept by construction; not mergeable)
+    adapter: Literal["lora", "audio-expert"] = "lora"
     # number of decoder blocks with LoRA (= blocks the distillation-only stage runs); None = teacher layers
     lora_layers: int | None = None
     audio_attention: Literal["bidirectional", "causal"] = "bidirectional"

@@ -170,12 +170,13 @@ def attention_to_audio(
         for clip, mel in zip(clips, mels, strict=True):
             prompt = student.render_prompt(clip.prompt, system_prompt)
             batch = student.build_batch([prompt], [[mel]], [clip.response])
-            weights = student.llm(
-                inputs_embeds=batch.embeds,
-                attention_mask=batch.mask,
-                position_ids=batch.positions,
-                output_attentions=True,
-            ).attentions
+            with student.positions(batch.audio_mask):
+                weights = student.llm(
+                    inputs_embeds=batch.embeds,
+                    attention_mask=batch.mask,
+                    position_ids=batch.positions,
+                    output_attentions=True,
+                ).attentions
             response, span = batch.labels[0] != -100, batch.audio_mask[0]
             audio.append([float(a[0][:, response][:, :, span].sum(-1).mean()) for a in weights])
             counts["audio"].append(int(span.sum()))

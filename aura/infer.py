@@ -24,6 +24,7 @@ from safetensors.torch import load_file
 from transformers import DynamicCache, PreTrainedModel, PreTrainedTokenizerBase
 
 from aura import registry
+from aura.audio_expert import AudioExpert
 from aura.config import AuraConfig, load_config
 from aura.data.tasks import ASR_PROMPTS
 from aura.embedding import AudioEmbedding
@@ -124,8 +125,11 @@ class Decoding:
         requests: list[GenerationRequest],
         stop_ids: set[int],
         on_finish: Callable[[int], None] | None = None,
+        expert: AudioExpert | None = None,
     ) -> None:
         self.llm, self.prefill, self.stop_ids, self.requests = llm, prefill, stop_ids, requests
+        # audio-expert adapters act in the prompt's audio positions; every generated token is text
+        self.expert = expert
         self.rows = [_Row(tokenizer, request, prefill.embeds.device) for request in requests]
         self.on_finish = on_finish  # called with the row index as soon as that row is complete
 
@@ -143,13 +147,14 @@ class Decoding:
         # a plain cache keeps every layer's full keys/values: the custom 4-D masks span the whole
         # sequence, which a sliding-window cache layer (Gemma 3) would cut short
         cache = DynamicCache()
-        out = llm(
-            inputs_embeds=prefill.embeds,
-            attention_mask=prefill.mask,
-            position_ids=prefill.positions,
-            **{CACHE_KWARG: cache},
-            use_cache=True,
-        )
+        with self.expert.at(prefill.audio_mask) if self.expert else contextlib.nullcontext():
+            out = llm(
+                inputs_embeds=prefill.embeds,
+                attention_mask=prefill.mask,
+                position_ids=prefill.positions,
+                **{CACHE_KWARG: cache},
+                use_cache=True,
+            )
         # the next-token logits sit at each row's last real token (rows may be right-padded)
         last = torch.tensor([n - 1 for n in prefill.lengths], device=device)
         logits = out.logits[index, last]
@@ -177,13 +182,14 @@ class Decoding:
             valid = torch.cat([valid, torch.ones(batch, 1, dtype=torch.bool, device=device)], dim=1)
             mask = torch.zeros(batch, 1, 1, valid.shape[1], dtype=prefill.mask.dtype, device=device)
             mask.masked_fill_(~valid[:, None, None, :], neg)
-            out = llm(
-                input_ids=tokens[:, None],
-                attention_mask=mask,
-                position_ids=position[:, None],
-                **{CACHE_KWARG: cache},
-                use_cache=True,
-            )
+            with self.expert.at(None) if self.expert else contextlib.nullcontext():
+                out = llm(
+                    input_ids=tokens[:, None],
+                    attention_mask=mask,
+                    position_ids=position[:, None],
+                    **{CACHE_KWARG: cache},
+                    use_cache=True,
+                )
             logits = out.logits[:, -1]
             position = position + 1
 
@@ -289,7 +295,7 @@ class AuraModel:
             )
         else:
             student = AuraStudent.from_pretrained(folder, dtype=dtype, device=device)
-        if merge:
+        if merge and student.mergeable:
             student.merge_lora()
         run_dir = folder.parent if folder.name == "final" else folder
         config_path = run_dir / TRAIN_CONFIG
@@ -418,7 +424,12 @@ class AuraModel:
     def decoding(self, requests: Sequence[GenerationRequest]) -> Decoding:
         """A batch ready to iterate for `(row, piece)`; see `Decoding`."""
         return Decoding(
-            self.student.llm, self.tokenizer, self.prefill(requests), list(requests), self.stop_ids
+            self.student.llm,
+            self.tokenizer,
+            self.prefill(requests),
+            list(requests),
+            self.stop_ids,
+            expert=self.student.expert,
         )
 
     def run_batch(

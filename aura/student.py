@@ -24,7 +24,11 @@ API (used by the trainer and by `aura.infer`):
 - `student.hidden_states(batch, layers, blocks=None)`: states `hidden_states[i]` (0 = input embeddings,
   i = output of block i) for i in `layers`; with `blocks=n` the forward stops after block n, so blocks
   past n and the LM head are never computed (the distillation-only stage).
-- `student.merge_lora()`: fold LoRA into the base weights for faster inference.
+- `student.merge_lora()`: fold LoRA into the base weights for faster inference (not for audio-expert
+  adapters, whose effect depends on the position).
+- `student.positions(mask)`: context for any direct `student.llm(...)` call over a batch: with
+  audio-expert adapters (`model.adapter=audio-expert`, `student.expert`) LoRA acts only where `mask`
+  (`batch.audio_mask`) is true, and a forward with no audio runs the base LLM; otherwise a no-op.
 """
 
 from __future__ import annotations
@@ -45,6 +49,7 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
+from aura.audio_expert import AudioExpert
 from aura.config import ConfigError, ModelConfig
 from aura.data.manifest import AUDIO_PLACEHOLDER
 from aura.embedding import AudioEmbedding, token_embedding_rms
@@ -143,6 +148,7 @@ class AuraStudent(nn.Module):
         self.config, self.num_blocks, self.n_mels = config, num_blocks, n_mels
         self._capture: dict[int, torch.Tensor] | None = None
         self._stop_after: int | None = None
+        self.expert = AudioExpert(llm) if config.adapter == "audio-expert" else None
 
     # ---------------------------------------------------------------- construction
     @classmethod
@@ -276,8 +282,18 @@ class AuraStudent(nn.Module):
         )
         return student.eval()
 
+    @property
+    def mergeable(self) -> bool:
+        """Whether LoRA can fold into the weights: plain LoRA can, audio-expert adapters cannot."""
+        return isinstance(self.llm, PeftModel) and self.expert is None
+
     def merge_lora(self) -> None:
         """Fold the LoRA weights into the LLM (inference only; the adapter can no longer be saved)."""
+        if self.expert is not None:
+            raise ValueError(
+                "audio-expert adapters act at audio positions only and cannot be merged into the weights; "
+                "load the model unmerged."
+            )
         if isinstance(self.llm, PeftModel):
             self.llm = self.llm.merge_and_unload()
 
@@ -447,11 +463,15 @@ class AuraStudent(nn.Module):
     def _decoder(self) -> nn.Module:
         return base_model(self.llm).get_decoder()
 
+    def positions(self, audio_mask: torch.Tensor | None) -> contextlib.AbstractContextManager[None]:
+        """Where the adapters act in the forwards inside (see the module docstring)."""
+        return self.expert.at(audio_mask) if self.expert is not None else contextlib.nullcontext()
+
     def hidden_states(
         self, batch: StudentBatch, layers: Sequence[int], blocks: int | None = None
     ) -> dict[int, torch.Tensor]:
         """`{i: hidden_states[i] (B, T, d)}`; with `blocks`, blocks past it are never called."""
-        with self._hooks(layers, blocks) as captured:
+        with self._hooks(layers, blocks) as captured, self.positions(batch.audio_mask):
             with contextlib.suppress(_Stop):
                 self._decoder()(
                     inputs_embeds=batch.embeds,
@@ -484,7 +504,7 @@ class AuraStudent(nn.Module):
         """Logits and targets of the label tokens (row-major), and the requested hidden states."""
         if batch.labels is None:
             raise ValueError("the LM loss needs a batch built with responses (labels).")
-        with self._hooks(layers, None) as captured:
+        with self._hooks(layers, None) as captured, self.positions(batch.audio_mask):
             out = self._decoder()(
                 inputs_embeds=batch.embeds,
                 attention_mask=batch.mask,

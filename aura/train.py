@@ -138,7 +138,9 @@ class TrainModule(nn.Module):
                 loss = loss + cfg.train.read_weight * read
                 out["read_loss"] = read.detach()
         else:
-            states = self.student.hidden_states(batch, layers, blocks=self.student.num_blocks)
+            states = self.student.hidden_states(
+                batch, layers, blocks=max(layers, default=self.student.num_blocks)
+            )
             loss = torch.zeros((), device=batch.embeds.device)
         if layers:
             distill, metrics = distill_terms(
