@@ -82,6 +82,10 @@ class DataConfig:
 
     train: str | None = None
     dev: str | None = None
+    # manifest whose decoder-probe WER is logged at every dev evaluation (train.dev_every) while the
+    # layer map reaches the teacher's last layer: real recorded speech (`aura data import`, dev half),
+    # since a student distilled on synthetic voices can match the teacher there and still fail on people
+    probe: str | None = None
     max_audio_seconds: float = 30.0
     # distillation-only stage: "template" = the chat-templated prompt up to the end of the last audio
     # span (exactly what the first N blocks see at inference, since later text cannot reach audio

@@ -7,12 +7,7 @@ beside the inference checkpoint (RUN_DIR/heads.safetensors), raw cosine, centred
 training-set mean target removed from both sides: Whisper states share a large common direction, so raw
 cosine flatters) and, for reference, the raw cosine that always predicting that mean would score.
 
-Decoder probe: the student's last mapped states, through their head, rescaled to the teacher's mean state
-norm (cosine training leaves the magnitude free) and repeated k times back to 50 Hz, are fed to the
-teacher's own Whisper decoder (greedy, KV cache). Only the clip's own frames are given: the teacher's
-padding frames would carry the teacher's view of the clip into the student's result. The teacher's WER
-under the same conditions (its pooled states, same frames, same length cap) and its ordinary padded-window
-WER are reported beside the student's.
+Decoder probe (`aura.probe`): the student's last mapped states read by the teacher's own Whisper decoder.
 
 Listening: the LM loss of the manifest's responses with each clip's own audio and with another clip's
 audio. Alignment says the states look like Whisper's; only this gap says the LLM reads them. Attention:
@@ -25,7 +20,6 @@ from __future__ import annotations
 import contextlib
 import json
 from collections.abc import Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -33,29 +27,17 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from peft import PeftModel
-from tqdm import tqdm
 
 from aura.config import AuraConfig, load_config
-from aura.data.manifest import AUDIO_PLACEHOLDER, read_manifest
+from aura.data.manifest import read_manifest
 from aura.distill import HEADS_FILE, DistillHeads, layer_map, linear_cka
-from aura.features import encoder_frames, load_audio
+from aura.features import load_audio
 from aura.infer import run_folders
-from aura.metrics import error_rates
+from aura.probe import Clip, decoder_probe, student_states, teacher_states
 from aura.student import AuraStudent, base_model, with_transcript
-from aura.teacher_cache import pool_frames, unpool_frames
 
-PROBE_SLACK_TOKENS = 2  # decoder length cap: reference length in Whisper tokens + this
 # response token ranges (1-based, inclusive; None = to the end) of the listening gap by position
 POSITION_BINS: tuple[tuple[int, int | None], ...] = ((1, 1), (2, 2), (3, 3), (4, 5), (6, 8), (9, None))
-
-
-@dataclass
-class Clip:
-    id: str
-    prompt: str
-    response: str
-    reference: str | None
-    wave: np.ndarray
 
 
 def _run_config(run_dir: Path, student: AuraStudent) -> AuraConfig:
@@ -64,32 +46,6 @@ def _run_config(run_dir: Path, student: AuraStudent) -> AuraConfig:
     config = load_config(path) if path.is_file() else AuraConfig()
     config.model = student.config
     return config
-
-
-@torch.no_grad()
-def student_states(
-    student: AuraStudent,
-    clips: Sequence[Clip],
-    layers: Sequence[int],
-    config: AuraConfig,
-    batch_size: int = 8,
-) -> dict[int, list[torch.Tensor]]:
-    """`{layer: [(tokens_i, d) per clip]}` at the audio positions, with the prompt context used in training."""
-    out: dict[int, list[torch.Tensor]] = {layer: [] for layer in layers}
-    blocks = max(max(layers), 1)
-    for start in range(0, len(clips), batch_size):
-        chunk = clips[start : start + batch_size]
-        if config.data.distill_context == "template":
-            texts = [student.render_prompt(c.prompt, config.data.system_prompt) for c in chunk]
-        else:
-            texts = [AUDIO_PLACEHOLDER] * len(chunk)
-        mels = [[student.audio_features(c.wave)] for c in chunk]
-        batch = student.build_batch(texts, mels, stop_after_audio=True)
-        states = student.hidden_states(batch, layers, blocks=blocks)
-        for layer in layers:
-            for i in range(len(chunk)):
-                out[layer].append(states[layer][i][batch.audio_mask[i]].float().cpu())
-    return out
 
 
 @torch.no_grad()
@@ -213,14 +169,6 @@ def attention_to_audio(
     return result
 
 
-def teacher_states(
-    teacher: Any, clips: Sequence[Clip], layers: Sequence[int], k: int
-) -> dict[int, list[torch.Tensor]]:
-    """`{layer: [(tokens_i, d) per clip]}`: padded-window states cut to the clip and mean-pooled by k."""
-    per_clip = teacher.hidden_states([c.wave for c in clips])
-    return {layer: [pool_frames(states[layer], k) for states in per_clip] for layer in layers}
-
-
 def _cosine(a: torch.Tensor, b: torch.Tensor) -> float:
     return float(F.cosine_similarity(a.float(), b.float(), dim=-1).mean())
 
@@ -250,55 +198,6 @@ def layer_alignment(
             row["mean_target_cosine"] = _cosine(mean.expand_as(y), y)
         rows.append(row)
     return rows
-
-
-def probe_decode(teacher: Any, states: torch.Tensor, k: int, clip: Clip) -> str:
-    """Whisper's decoder reading k-pooled states `(tokens, d)` of `clip`: repeated back to 50 Hz, cut to the
-    clip's frames, greedy, capped at the reference length (the probe's rules, shared by its calibration)."""
-    frames = encoder_frames(len(clip.wave))
-    cap = len(teacher.tokenizer(clip.reference, add_special_tokens=False)["input_ids"]) + PROBE_SLACK_TOKENS
-    return teacher.decode(encoder_states=unpool_frames(states, k, frames)[None], max_new_tokens=cap)[0]
-
-
-def decoder_probe(
-    teacher: Any,
-    heads: DistillHeads,
-    index: int,
-    clips: Sequence[Clip],
-    student: list[torch.Tensor],
-    pooled_teacher: list[torch.Tensor],
-    k: int,
-    progress: bool = False,
-) -> dict[str, Any]:
-    """WER of the Whisper decoder reading the student's states vs the teacher's own (see module docstring)."""
-    rows = []
-    usable = [i for i, c in enumerate(clips) if c.reference]
-    full = teacher.transcribe([clips[i].wave for i in usable]) if usable else []
-    for n, i in enumerate(tqdm(usable, desc="decoder probe", disable=not progress, leave=False)):
-        clip = clips[i]
-        with torch.no_grad():
-            prediction = heads.decoder_input(index, heads(index, student[i]))
-        rows.append(
-            {
-                "id": clip.id,
-                "reference": clip.reference,
-                "student": probe_decode(teacher, prediction, k, clip),
-                "teacher_pooled": probe_decode(teacher, pooled_teacher[i], k, clip),
-                "teacher": full[n],
-            }
-        )
-    if not rows:
-        return {"skipped": "no clip has a reference transcript"}
-    refs = [r["reference"] for r in rows]
-    return {
-        "teacher_layer": heads.pairs[index][1],
-        "clips": len(rows),
-        "length_cap": f"reference tokens + {PROBE_SLACK_TOKENS}",
-        "student_wer": error_rates(refs, [r["student"] for r in rows]).wer,
-        "teacher_pooled_wer": error_rates(refs, [r["teacher_pooled"] for r in rows]).wer,
-        "teacher_wer": error_rates(refs, [r["teacher"] for r in rows]).wer,
-        "examples": rows,
-    }
 
 
 def _plot(result: dict[str, Any], path: Path) -> None:

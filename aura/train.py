@@ -50,8 +50,10 @@ from aura.distill import (
     reading_loss,
     token_ctc_loss,
 )
-from aura.features import encoder_frames, load_audio
+from aura.features import SAMPLE_RATE, WINDOW_SAMPLES, encoder_frames, load_audio
 from aura.infer import run_folders
+from aura.probe import Clip as ProbeClip
+from aura.probe import ProbeTracker
 from aura.registry import ModelNotFoundError, aura_home
 from aura.student import (
     AUDIO_PLACEHOLDER,
@@ -302,6 +304,9 @@ class Trainer:
             self._prepare_distillation(student, teacher)
         if cfg.model.arch == "bridge":
             student.audio.store = _cache_root(cfg) / "bridge" / teacher.name
+        self.probe: ProbeTracker | None = None
+        if cfg.data.probe and self.heads is not None:
+            self.probe = self._probe_tracker(teacher, cfg.data.probe)
         reader = None
         if self.heads is not None and cfg.distill.decoder_weight > 0:
             reader = TranscriptReader(teacher, self.heads, cfg.model.k)
@@ -398,6 +403,21 @@ class Trainer:
         self.heads = DistillHeads(pairs, llm_width, teacher.width)
         mean, std, norm = self.cache.statistics([c.wave for c in self.train_clips], self.heads.teacher_layers)
         self.heads.set_statistics(mean, std, norm, cfg.distill.standardize)
+
+    def _probe_tracker(self, teacher: Any, path: str) -> ProbeTracker:
+        clips = _load_clips(path, WINDOW_SAMPLES / SAMPLE_RATE, "probe")
+        references = [
+            (c, c.example.transcript or (c.example.response if c.example.task == "asr" else None))
+            for c in clips
+        ]
+        probe_clips = [
+            ProbeClip(c.example.id, c.example.prompt, c.example.response, ref, c.wave)
+            for c, ref in references
+        ]
+        try:
+            return ProbeTracker(teacher, self.heads, probe_clips, self.config.model.k)
+        except ValueError as err:
+            raise ConfigError(f"{path}: {err}") from err
 
     def _init_from(self, student: AuraStudent, previous: str) -> bool:
         """Start from a previous run's trained adapter, embedding and heads (e.g. joint after distill, or
@@ -545,7 +565,7 @@ class Trainer:
             desc=f"{cfg.train.stage} ({cfg.model.arch})",
             disable=not (self.progress and acc.is_main_process),
         )
-        if cfg.train.dev_every and self.dev_clips and self.step == 0:
+        if cfg.train.dev_every and (self.dev_clips or self.probe) and self.step == 0:
             self._log_dev()  # the starting point, before any update
         window: dict[str, list[float]] = {}
         started = time.perf_counter()
@@ -581,7 +601,11 @@ class Trainer:
                     window, elapsed / cfg.train.log_every if self.step % cfg.train.log_every == 0 else None
                 )
                 window, started = {}, time.perf_counter()
-            if cfg.train.dev_every and self.dev_clips and self.step % cfg.train.dev_every == 0:
+            if (
+                cfg.train.dev_every
+                and (self.dev_clips or self.probe)
+                and self.step % cfg.train.dev_every == 0
+            ):
                 self._log_dev()
             periodic = self.step < cfg.train.max_steps and self.step % cfg.train.save_every == 0
             paused = self.step == cfg.train.max_steps < self.schedule_steps  # part-way: keep it resumable
@@ -644,7 +668,16 @@ class Trainer:
                 if key != "tokens":
                     sums[key] = sums.get(key, 0.0) + float(value)
             batches += 1
-        row = {"step": self.step, **{f"dev_{k}": v / batches for k, v in sums.items()}}
+        row = (
+            {"step": self.step, **{f"dev_{k}": v / batches for k, v in sums.items()}}
+            if batches
+            else {"step": self.step}
+        )
+        if self.probe is not None:
+            row["dev_probe_wer"] = self.probe.student_wer(
+                self.acc.unwrap_model(self.model).student, self.config
+            )
+            row["dev_probe_teacher_wer"] = self.probe.teacher_wer  # the teacher's states, same input
         if self.config.train.stage == "joint" and len(self.dev_clips) > 1:
             from aura.diagnose import listening
 

@@ -21,8 +21,8 @@ import torch.nn.functional as F
 
 from aura.cli import quiet_libraries
 from aura.data.manifest import read_manifest
-from aura.diagnose import Clip as ProbeClip
-from aura.diagnose import probe_decode, teacher_states
+from aura.probe import Clip as ProbeClip
+from aura.probe import probe_decode, teacher_states
 from aura.features import load_audio
 from aura.metrics import error_rates
 from aura.teacher import load_teacher
