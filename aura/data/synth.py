@@ -215,7 +215,7 @@ def synthesize(
                 duration=round(seconds, 3),
                 voice=job.voice,
                 entity=plan.entity,
-                distractors=list(plan.distractors) if plan.task == "context-qa" else None,
+                distractors=list(plan.distractors) if plan.task in ("context-qa", "who-did") else None,
             )
         )
     return write_manifest(examples, out / "manifest.jsonl")

@@ -12,10 +12,11 @@ from dataclasses import dataclass
 
 from aura.data.corpus import MIN_WORD_COUNT, sentences_in
 from aura.data.facts import Country, countries_in, fact_kinds, make_fact
+from aura.data.people import ACTIONS, names_in
 from aura.data.splits import check_split
 from aura.metrics import normalize_answer, normalize_transcript
 
-TASKS = ("asr", "asr-words", "spoken-qa", "context-qa", "instruct")
+TASKS = ("asr", "asr-words", "spoken-qa", "context-qa", "who-did", "instruct")
 # The instruct mixture: (sub-task, weight).
 INSTRUCT_MIX = (("asr", 3), ("spoken-qa", 3), ("context-qa", 2), ("summarize", 2))
 
@@ -123,6 +124,26 @@ def _context_qa(rng: random.Random, pool: tuple[Country, ...]) -> Plan:
     )
 
 
+def _who_did(rng: random.Random, names: tuple[str, ...]) -> Plan:
+    """Three people each did one thing (the text context); the spoken question asks who did one of them.
+
+    Every name in the context is a candidate and only the heard action picks one, so the text alone
+    scores chance (1/3) and the gold transcript in its place scores what the LLM can read: a QA whose
+    text ceiling sits far above chance for an LLM that reads (unlike context-qa's country facts).
+    """
+    people = rng.sample(names, 3)
+    actions = rng.sample(ACTIONS, 3)
+    statements = [f"{person} {action}." for person, action in zip(people, actions, strict=True)]
+    rng.shuffle(statements)
+    asked = rng.randrange(3)
+    question = f"Who {actions[asked]}?"
+    prompt = rng.choice(CONTEXT_PROMPTS).format(context=" ".join(statements))
+    rivals = tuple(p for i, p in enumerate(people) if i != asked)
+    return Plan(
+        "who-did", question, prompt, people[asked], normalize_transcript(question), people[asked], rivals
+    )
+
+
 def _summarize(rng: random.Random, pool: tuple[Country, ...]) -> Plan:
     """A spoken three-fact description of a country; the target names the country and two facts."""
     country = rng.choice(pool)
@@ -150,6 +171,7 @@ def plan_examples(task: str, n: int, split: str, seed: int, min_word_count: int 
         "asr-words": lambda: _asr_words(rng, split, min_word_count),
         "spoken-qa": lambda: _spoken_qa(rng, pool),
         "context-qa": lambda: _context_qa(rng, pool),
+        "who-did": lambda: _who_did(rng, names_in(split)),
         "summarize": lambda: _summarize(rng, pool),
     }
     if task == "instruct":
