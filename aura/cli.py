@@ -273,6 +273,12 @@ def diagnose(
     probe: bool = typer.Option(
         True, "--probe/--no-probe", help="Decode the student's states with Whisper's decoder."
     ),
+    probe_data: str | None = typer.Option(
+        None,
+        "--probe-data",
+        help="Manifest for the decoder probe instead of --data, all of it: real recorded speech "
+        "(`aura data import --from asterisk`, dev half) shows whether the distilled encoder hears people.",
+    ),
     quiet: bool = typer.Option(False, "--quiet", help="No progress bar."),
 ) -> None:
     """Per-layer alignment of the student's audio states with the teacher's, and the decoder probe."""
@@ -281,7 +287,14 @@ def diagnose(
     from aura.diagnose import diagnose as run_diagnose
 
     result = run_diagnose(
-        model, data, out, limit=limit, compare_untrained=compare_untrained, probe=probe, progress=not quiet
+        model,
+        data,
+        out,
+        limit=limit,
+        compare_untrained=compare_untrained,
+        probe=probe,
+        probe_data=probe_data,
+        progress=not quiet,
     )
     table = Table(title=f"alignment over {result['clips']} clips ({result['audio_tokens']} audio tokens)")
     keys = [k for k in result["layers"][0] if k not in ("student", "teacher")]
@@ -293,7 +306,7 @@ def diagnose(
     probe_result = result.get("probe", {})
     if "student_wer" in probe_result:
         console.print(
-            f"decoder probe ({probe_result['clips']} clips): student WER {probe_result['student_wer']:.1%}, "
+            f"decoder probe ({probe_result['clips']} clips of {probe_result['data']}): student WER {probe_result['student_wer']:.1%}, "
             f"teacher same input {probe_result['teacher_pooled_wer']:.1%}, teacher {probe_result['teacher_wer']:.1%}"
         )
     elif probe_result:

@@ -238,6 +238,20 @@ def _plot(result: dict[str, Any], path: Path) -> None:
     plt.close(fig)
 
 
+def _clips(data: str | Path, limit: int | None) -> list[Clip]:
+    """The manifest's first `limit` examples (all if None) with their audio; an asr response is its reference."""
+    return [
+        Clip(
+            ex.id,
+            ex.prompt,
+            ex.response,
+            ex.transcript or (ex.response if ex.task == "asr" else None),
+            load_audio(ex.audio, name=ex.id),
+        )
+        for ex in read_manifest(data)[:limit]
+    ]
+
+
 def diagnose(
     model: str | Path,
     data: str | Path,
@@ -246,9 +260,13 @@ def diagnose(
     limit: int | None = 64,
     compare_untrained: bool = False,
     probe: bool = True,
+    probe_data: str | Path | None = None,
     progress: bool = True,
 ) -> dict[str, Any]:
-    """Write `OUT/alignment.json` and `OUT/alignment.png` for a trained AuRA run (see module docstring)."""
+    """Write `OUT/alignment.json` and `OUT/alignment.png` for a trained AuRA run (see module docstring).
+
+    `probe_data`: a manifest for the decoder probe instead of `data`, all of it (real recorded speech: the
+    alignment on synthetic clips says little about how the distilled encoder hears people)."""
     folder, run_dir = run_folders(model)
     student = AuraStudent.from_pretrained(folder)
     if student.config.arch != "aura":
@@ -256,17 +274,7 @@ def diagnose(
             f"{folder}: a `{student.config.arch}` checkpoint; diagnose compares an AuRA student with its teacher."
         )
     config = _run_config(run_dir, student)
-    examples = read_manifest(data)[:limit]
-    clips = [
-        Clip(
-            ex.id,
-            ex.prompt,
-            ex.response,
-            ex.transcript or (ex.response if ex.task == "asr" else None),
-            load_audio(ex.audio, name=ex.id),
-        )
-        for ex in examples
-    ]
+    clips = _clips(data, limit)
     from aura.teacher import load_teacher
 
     teacher = load_teacher(student.config.teacher)
@@ -321,7 +329,21 @@ def diagnose(
             }
         else:
             s, t = pairs[last]
-            result["probe"] = decoder_probe(teacher, heads, last, clips, ours[s], theirs[t], k, progress)
+            if probe_data is None:
+                result["probe"] = decoder_probe(teacher, heads, last, clips, ours[s], theirs[t], k, progress)
+            else:
+                heard = _clips(probe_data, None)
+                result["probe"] = decoder_probe(
+                    teacher,
+                    heads,
+                    last,
+                    heard,
+                    student_states(student, heard, [s], config)[s],
+                    teacher_states(teacher, heard, [t], k)[t],
+                    k,
+                    progress,
+                )
+            result["probe"]["data"] = str(probe_data or data)
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     (out / "alignment.json").write_text(json.dumps(result, indent=2))

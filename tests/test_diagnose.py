@@ -142,3 +142,16 @@ def test_cli_diagnose_without_heads_reports_cka_only(runs: TinyRuns, tmp_path: P
     result = CliRunner().invoke(app, ["diagnose", "--model", str(runs.bridge), *args[3:]])
     assert result.exit_code != 0
     assert "diagnose compares an AuRA student" in str(result.exception)
+
+
+def test_the_probe_can_run_on_other_clips(runs: TinyRuns, tmp_path: Path) -> None:
+    """--probe-data: alignment on the synthetic manifest, the decoder probe on another one, whole."""
+    from conftest import make_manifest
+
+    real = make_manifest(tmp_path / "real", count=5, seed=9)
+    result = diagnose(runs.aura, runs.manifest, tmp_path / "out", limit=2, probe_data=real, progress=False)
+    assert result["clips"] == 2
+    probe = result["probe"]
+    assert probe["data"] == str(real) and probe["clips"] == 5
+    assert {e["id"] for e in probe["examples"]} == {f"clip{i}" for i in range(5)}
+    assert probe["student_wer"] >= 0 and probe["teacher_pooled_wer"] >= 0
