@@ -38,6 +38,11 @@ CONTEXT_PROMPTS = (
     "Read this: {context}\n\nNow listen to the question and answer briefly: <audio>",
     "<audio>\nAnswer the question in the clip from this text, with a short phrase: {context}",
 )
+WHO_PROMPTS = (
+    "{context}\n\nAnswer the spoken question with one name from the text.\n<audio>",
+    "Read this: {context}\n\nNow listen to the question and reply with the person's name only: <audio>",
+    "Context: {context}\n\nQuestion (spoken): <audio>\nAnswer with a name.",
+)
 SUMMARY_PROMPTS = (
     "<audio>\nSummarise what was said in one sentence.",
     "Listen to this clip and give a one-sentence summary. <audio>",
@@ -131,13 +136,17 @@ def _who_did(rng: random.Random, names: tuple[str, ...]) -> Plan:
     scores chance (1/3) and the gold transcript in its place scores what the LLM can read: a QA whose
     text ceiling sits far above chance for an LLM that reads (unlike context-qa's country facts).
     """
-    people = rng.sample(names, 3)
+    people: list[str] = []
+    while len(people) < 3:  # no two names a listener could confuse (Kristi / Kristy)
+        name = rng.choice(names)
+        if all(name[:3] != other[:3] for other in people):
+            people.append(name)
     actions = rng.sample(ACTIONS, 3)
     statements = [f"{person} {action}." for person, action in zip(people, actions, strict=True)]
     rng.shuffle(statements)
     asked = rng.randrange(3)
     question = f"Who {actions[asked]}?"
-    prompt = rng.choice(CONTEXT_PROMPTS).format(context=" ".join(statements))
+    prompt = rng.choice(WHO_PROMPTS).format(context=" ".join(statements))
     rivals = tuple(p for i, p in enumerate(people) if i != asked)
     return Plan(
         "who-did", question, prompt, people[asked], normalize_transcript(question), people[asked], rivals
