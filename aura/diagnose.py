@@ -36,7 +36,7 @@ from peft import PeftModel
 from tqdm import tqdm
 
 from aura.config import AuraConfig, load_config
-from aura.data.manifest import AUDIO_PLACEHOLDER, read_manifest
+from aura.data.manifest import read_manifest
 from aura.distill import HEADS_FILE, DistillHeads, layer_map, linear_cka
 from aura.features import encoder_frames, load_audio
 from aura.infer import run_folders
@@ -79,10 +79,7 @@ def student_states(
     blocks = max(max(layers), 1)
     for start in range(0, len(clips), batch_size):
         chunk = clips[start : start + batch_size]
-        if config.data.distill_context == "template":
-            texts = [student.render_prompt(c.prompt, config.data.system_prompt) for c in chunk]
-        else:
-            texts = [AUDIO_PLACEHOLDER] * len(chunk)
+        texts = [student.render_prompt(c.prompt, config.data.system_prompt) for c in chunk]
         mels = [[student.audio_features(c.wave)] for c in chunk]
         batch = student.build_batch(texts, mels, stop_after_audio=True)
         states = student.hidden_states(batch, layers, blocks=blocks)
