@@ -57,7 +57,7 @@ class ModelConfig:
         factory=lambda: list(DEFAULT_LORA_TARGETS),
     )
     lora_layers: int | None = _key(
-        None, "decoder blocks with LoRA, from the first (null: as many as the teacher has layers)"
+        None, "blocks with LoRA from the first, all the distill stage runs (null: the teacher's layer count)"
     )
     audio_attention: Literal["bidirectional", "causal"] = _key(
         "bidirectional", "bidirectional: a clip's audio tokens see each other; causal: plain causal attention"
@@ -98,7 +98,7 @@ class TrainConfig:
     """The optimisation loop."""
 
     stage: Literal["distill", "joint"] = _key(
-        "distill", "distill: the first N blocks, distillation loss only; joint: the whole LLM + LM loss"
+        "distill", "distill: the LoRA blocks alone, distillation losses; joint: the whole LLM, + the LM loss"
     )
     max_steps: int = _key(600, "optimizer steps to run")
     schedule_steps: int | None = _key(
