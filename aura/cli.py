@@ -171,7 +171,7 @@ def train(
         False, "--resume", help="Continue the run in --out from its last checkpoint."
     ),
     print_config: bool = typer.Option(
-        False, "--print-config", help="Print the resolved config as YAML and exit."
+        False, "--print-config", help="Print the resolved config as YAML, each key under its help, and exit."
     ),
     quiet: bool = typer.Option(False, "--quiet", help="No progress bar."),
 ) -> None:
@@ -185,7 +185,7 @@ def train(
     source = config if config or not (resume and saved and saved.is_file()) else saved
     resolved = load_config(source, overrides or [])
     if print_config:
-        sys.stdout.write(resolved.to_yaml())
+        sys.stdout.write(resolved.to_yaml(with_help=True))
         return
     if not out:
         raise typer.BadParameter("--out RUN_DIR is required (where checkpoints, metrics and final/ go).")
@@ -393,7 +393,7 @@ def data_synth(
     task: str = typer.Option(
         ...,
         "--task",
-        help="asr, asr-words (random words: no sentence to guess), spoken-qa, context-qa or instruct.",
+        help="asr, spoken-qa, context-qa or instruct.",
     ),
     n: int = typer.Option(..., "--n", min=1, help="Number of examples."),
     out: str = typer.Option(..., "--out", help="Output folder (manifest.jsonl and audio/)."),

@@ -25,105 +25,115 @@ class ConfigError(ValueError):
 DEFAULT_LORA_TARGETS = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
 
 
+def _key(default: Any = dataclasses.MISSING, help: str = "", *, factory: Any = dataclasses.MISSING) -> Any:
+    """A config key: its default (or default factory) and the one-line help `--print-config` shows."""
+    if not help:
+        raise TypeError("every config key needs a one-line help text")
+    if factory is not dataclasses.MISSING:
+        return field(default_factory=factory, metadata={"help": help})
+    return field(default=default, metadata={"help": help})
+
+
 @dataclass
 class ModelConfig:
     """The student (LLM + LoRA + audio embedding) and the teacher it learns from."""
 
-    arch: Literal["aura", "bridge"] = "aura"
-    llm: str = "smollm2-135m-instruct"
-    teacher: str = "whisper-tiny.en"
-    # audio tokens per second = 50 / k. k=4 (12.5 tokens/s), by measurement (SmolLM2 + whisper-tiny.en,
-    # 120 espeak clips, same seed): dev centred cosine after 150 steps, mean over layers, k=4 0.572 vs
-    # k=2 0.563, while k=2 puts 57% more tokens in a distillation step (856 vs 544 per batch of 8) and
-    # took 2-3x the step time. Halving the rate buys no alignment, and prefill cost grows with it.
-    k: int = 4
-    lora_rank: int = 64
-    lora_alpha: int = 64
-    lora_dropout: float = 0.0
-    lora_targets: list[str] = field(default_factory=lambda: list(DEFAULT_LORA_TARGETS))
-    # "lora": one LoRA for every position (mergeable); "audio-expert": LoRA acts at audio positions only,
-    # text positions run the exact base weights (text ability kept by construction; not mergeable)
-    adapter: Literal["lora", "audio-expert"] = "lora"
-    # number of decoder blocks with LoRA (= blocks the distillation-only stage runs); None = teacher layers
-    lora_layers: int | None = None
-    audio_attention: Literal["bidirectional", "causal"] = "bidirectional"
-    # "identity": student hidden_states[i] <-> teacher hidden_states[i]; "strided": teacher layer t maps
-    # to student layer round(t * N / T); or an explicit list of [student, teacher] pairs
-    layer_map: str | list[list[int]] = "identity"
-    # bridge baseline only: hidden width of the MLP projector (None = LLM width)
-    bridge_hidden: int | None = None
+    arch: Literal["aura", "bridge"] = _key(
+        "aura",
+        "aura: the LLM's first blocks read the audio; bridge: the baseline (frozen encoder + projector)",
+    )
+    llm: str = _key(
+        "smollm2-135m-instruct", "the student LLM: a name from `aura models` or a local HF folder"
+    )
+    teacher: str = _key(
+        "whisper-tiny.en", "the Whisper teacher: a name from `aura models` or a local HF folder"
+    )
+    k: int = _key(4, "audio frames stacked into one LLM token: 50 / k audio tokens per second")
+    lora_rank: int = _key(64, "LoRA rank of every adapted projection")
+    lora_alpha: int = _key(64, "LoRA scale numerator: the update is scaled by lora_alpha / lora_rank")
+    lora_dropout: float = _key(0.0, "dropout on the LoRA input while training")
+    lora_targets: list[str] = _key(
+        help="the linear projections of each adapted block that get LoRA",
+        factory=lambda: list(DEFAULT_LORA_TARGETS),
+    )
+    adapter: Literal["lora", "audio-expert"] = _key(
+        "lora",
+        "lora: one LoRA at every position (mergeable); audio-expert: LoRA at audio positions only, text "
+        "runs the exact base weights (not mergeable)",
+    )
+    lora_layers: int | None = _key(
+        None, "blocks with LoRA from the first, all the distill stage runs (null: the teacher's layer count)"
+    )
+    audio_attention: Literal["bidirectional", "causal"] = _key(
+        "bidirectional", "bidirectional: a clip's audio tokens see each other; causal: plain causal attention"
+    )
+    layer_map: str | list[list[int]] = _key(
+        "identity",
+        "student layer per teacher layer: identity (i <-> i), strided, or a list of [student, teacher] pairs",
+    )
+    bridge_hidden: int | None = _key(None, "bridge only: hidden width of the MLP projector (null: LLM width)")
 
 
 @dataclass
 class DistillConfig:
     """Layer-wise distillation losses and the teacher cache."""
 
-    loss: Literal["cosine", "mse", "cosine+mse"] = "cosine"
-    weight: float = 1.0
-    mse_weight: float = 1.0  # weight of the MSE term inside "cosine+mse"
-    # weight of the transcript loss (0 = off): the teacher's own frozen Whisper decoder writes each clip's
-    # `transcript` while reading the student's last mapped states (what `aura diagnose`'s probe measures),
-    # so the states are pushed toward what carries the words, not only toward a high per-frame cosine
-    decoder_weight: float = 0.0
-    # weight of the token CTC loss (0 = off): the audio states after the last LoRA block, through the LLM's
-    # own final norm and LM head, spell the clip's `transcript` in the LLM's tokens (CTC, blank = a lone
-    # space token), so the rest of the LLM meets audio positions that look like the words it already reads
-    ctc_weight: float = 0.0
-    # standardise teacher targets per dimension (training-set mean/std) before the loss
-    standardize: bool = False
-    # frozen-teacher outputs kept between runs (AuRA's targets, the bridge's encoder states);
-    # None = $AURA_HOME/teacher_cache
-    cache_dir: str | None = None
+    weight: float = _key(1.0, "weight of the layer-wise cosine loss (0 in the joint stage: the ablation)")
+    decoder_weight: float = _key(
+        0.0, "weight of the transcript loss: Whisper's frozen decoder reads the last mapped states (0: off)"
+    )
+    standardize: bool = _key(False, "standardise teacher targets per dimension (training-set mean and std)")
+    cache_dir: str | None = _key(
+        None, "where frozen-teacher outputs are kept between runs (null: $AURA_HOME/teacher_cache)"
+    )
 
 
 @dataclass
 class DataConfig:
     """Manifests (JSONL of aura.data.Example) and how examples become prompts."""
 
-    train: str | None = None
-    dev: str | None = None
-    # manifest whose decoder-probe WER is logged at every dev evaluation (train.dev_every) while the
-    # layer map reaches the teacher's last layer: real recorded speech (`aura data import`, dev half),
-    # since a student distilled on synthetic voices can match the teacher there and still fail on people
-    probe: str | None = None
-    max_audio_seconds: float = 30.0
-    # distillation-only stage: "template" = the chat-templated prompt up to the end of the last audio
-    # span (exactly what the first N blocks see at inference, since later text cannot reach audio
-    # positions through causal attention); "audio" = the audio span alone (fewer tokens, no context)
-    distill_context: Literal["template", "audio"] = "template"
-    system_prompt: str | None = None  # None = the chat template's own default
+    train: str | None = _key(None, "training manifest (JSON Lines of aura.data.Example)")
+    dev: str | None = _key(None, "dev manifest, evaluated every train.dev_every steps (null: none)")
+    probe: str | None = _key(
+        None,
+        "manifest whose decoder-probe WER is logged every train.dev_every steps: real recorded speech "
+        "(null: none)",
+    )
+    max_audio_seconds: float = _key(30.0, "longest clip a manifest may hold; a longer one is an error")
+    system_prompt: str | None = _key(None, "system message of the chat template (null: the template's own)")
 
 
 @dataclass
 class TrainConfig:
     """The optimisation loop."""
 
-    stage: Literal["distill", "joint"] = "distill"
-    max_steps: int = 600
-    # length of the warmup + cosine schedule (None = max_steps). Longer stops the run part-way along its
-    # schedule with a checkpoint, so `--resume train.max_steps=...` continues it as if never stopped.
-    schedule_steps: int | None = None
-    batch_size: int = 8
-    grad_accum: int = 1
-    lr: float = 5e-4
-    head_lr: float = 1e-3
-    weight_decay: float = 0.0
-    warmup_steps: int = 30
-    head_warmup_steps: int = 0  # steps where only fresh heads learn (none if init_from brings heads)
-    max_grad_norm: float = 1.0
-    lm_weight: float = 1.0  # joint stage: total = distill.weight * distill + lm_weight * LM
-    # joint stage, weight of the reading loss (0 = off): at every response token, each block's state with
-    # the audio is pulled toward the base LLM's state (adapters off, no gradient) with the clip's gold
-    # `transcript` written where the audio was. The LM loss says only which token comes next; this says,
-    # at every layer, what the response should have taken from its input.
-    read_weight: float = 0.0
-    save_every: int = 100
-    log_every: int = 10
-    seed: int = 0
-    bf16: bool = False
-    grad_checkpointing: bool = False
-    init_from: str | None = None  # RUN_DIR, RUN_DIR/final or a shipped name: trainable weights to start from
-    dev_every: int = 0  # evaluate the distillation metrics on data.dev every n steps (0 = never)
+    stage: Literal["distill", "joint"] = _key(
+        "distill", "distill: the LoRA blocks alone, distillation losses; joint: the whole LLM, + the LM loss"
+    )
+    max_steps: int = _key(600, "optimizer steps to run")
+    schedule_steps: int | None = _key(
+        None, "length of the warmup + cosine schedule (null: max_steps); longer pauses the run, resumable"
+    )
+    batch_size: int = _key(8, "examples per micro-batch and process")
+    grad_accum: int = _key(1, "micro-batches per optimizer step")
+    lr: float = _key(5e-4, "peak learning rate of LoRA and the audio embedding")
+    head_lr: float = _key(1e-3, "peak learning rate of the distillation heads")
+    weight_decay: float = _key(0.0, "AdamW weight decay")
+    warmup_steps: int = _key(30, "linear warmup steps before the cosine decay")
+    head_warmup_steps: int = _key(
+        0, "first steps in which only fresh heads learn (none when init_from brings trained heads)"
+    )
+    max_grad_norm: float = _key(1.0, "gradient clipping norm (0: off)")
+    lm_weight: float = _key(1.0, "joint stage: weight of the LM loss on response tokens")
+    save_every: int = _key(100, "a resumable checkpoint every n steps (the last two are kept)")
+    log_every: int = _key(10, "a metrics.csv row every n steps")
+    seed: int = _key(0, "seed of the initialisation and of the data order")
+    bf16: bool = _key(False, "bf16 autocast (faster on GPUs and on CPUs with AMX)")
+    grad_checkpointing: bool = _key(False, "recompute activations in the backward pass to save memory")
+    init_from: str | None = _key(
+        None, "RUN_DIR, RUN_DIR/final or a shipped name: trainable weights (and heads) to start from"
+    )
+    dev_every: int = _key(0, "evaluate on data.dev every n steps (0: never); joint adds the listening gap")
 
 
 @dataclass
@@ -138,8 +148,18 @@ class AuraConfig:
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
 
-    def to_yaml(self) -> str:
-        return yaml.safe_dump(self.to_dict(), sort_keys=False)
+    def to_yaml(self, with_help: bool = False) -> str:
+        """YAML of every key; `with_help` puts each section's and key's help above it as a comment."""
+        if not with_help:
+            return yaml.safe_dump(self.to_dict(), sort_keys=False)
+        lines = []
+        for section in dataclasses.fields(self):
+            values = getattr(self, section.name)
+            lines += [f"# {type(values).__doc__}", f"{section.name}:"]
+            for key in dataclasses.fields(values):
+                dumped = yaml.safe_dump({key.name: getattr(values, key.name)}, sort_keys=False)
+                lines += [f"  # {key.metadata['help']}", *(f"  {line}" for line in dumped.splitlines())]
+        return "\n".join(lines) + "\n"
 
     def save(self, path: str | Path) -> None:
         Path(path).write_text(self.to_yaml())

@@ -164,18 +164,6 @@ def cosine_loss(prediction: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
     return 1.0 - F.cosine_similarity(prediction.float(), target.float(), dim=-1).mean()
 
 
-def layer_loss(prediction: torch.Tensor, target: torch.Tensor, kind: str, mse_weight: float) -> torch.Tensor:
-    """Loss of one mapped layer over its audio tokens: cosine, MSE or both."""
-    if kind == "cosine":
-        return cosine_loss(prediction, target)
-    mse = F.mse_loss(prediction.float(), target.float())
-    if kind == "mse":
-        return mse
-    if kind == "cosine+mse":
-        return cosine_loss(prediction, target) + mse_weight * mse
-    raise ConfigError(f"distill.loss: {kind!r} is not cosine, mse or cosine+mse.")
-
-
 def linear_cka(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
     """Linear CKA between two sets of representations of the same n items, `(n, dx)` and `(n, dy)`."""
     x = x.float() - x.float().mean(0, keepdim=True)
@@ -189,10 +177,8 @@ def distill_terms(
     states: dict[int, torch.Tensor],
     audio_mask: torch.Tensor,
     targets: list[torch.Tensor],
-    kind: str,
-    mse_weight: float,
 ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-    """Mean loss over mapped layers and per-layer metrics, computed on audio positions only.
+    """Mean cosine loss over mapped layers and per-layer metrics, computed on audio positions only.
 
     `states[s]` is `(B, T, d_student)`; `targets[j]` is the j-th mapped teacher layer for all clips of
     the batch concatenated in batch order, `(n_audio_tokens, d_teacher)`. Text and padding positions
@@ -207,7 +193,7 @@ def distill_terms(
                 f"{student.shape[0]} student audio tokens but {target.shape[0]} teacher targets."
             )
         prediction = heads(j, student)
-        losses.append(layer_loss(prediction, heads.loss_space(j, target), kind, mse_weight))
+        losses.append(cosine_loss(prediction, heads.loss_space(j, target)))
         with torch.no_grad():
             raw = heads.to_teacher_space(j, prediction.detach()).float()
             target = target.float()
@@ -217,60 +203,3 @@ def distill_terms(
             metrics[f"cka_{t}"] = linear_cka(student.detach(), target)
     loss = torch.stack(losses).mean()
     return loss, metrics
-
-
-def reading_loss(
-    audio_states: dict[int, torch.Tensor],
-    text_states: dict[int, torch.Tensor],
-    audio_labels: torch.Tensor,
-    text_labels: torch.Tensor,
-) -> torch.Tensor:
-    """Mean over layers of 1 - cosine between the response tokens' states read from the audio and the
-    same tokens' states read from the transcript as text (the target, given without gradient).
-
-    Both batches hold the same responses in the same rows, so their label positions pair up in order.
-    Both sides are standardised per dimension by the target's statistics over the batch's response
-    tokens: a few huge dimensions of the residual stream would otherwise decide the cosine.
-    """
-    audio_keep, text_keep = audio_labels != -100, text_labels != -100
-    losses = []
-    for layer, target in text_states.items():
-        y = target[text_keep].float()
-        x = audio_states[layer][audio_keep].float()
-        if x.shape != y.shape:
-            raise ValueError(f"{x.shape[0]} response tokens read from audio but {y.shape[0]} from text.")
-        mean, std = y.mean(0), y.std(0)
-        std = std.clamp(min=1e-3 * float(std.mean()) + 1e-12)
-        losses.append(cosine_loss((x - mean) / std, (y - mean) / std))
-    return torch.stack(losses).mean()
-
-
-def ctc_blank(tokenizer: Any) -> int:
-    """CTC's blank for an LLM vocabulary: a lone space where the tokenizer has one (audio positions then
-    read to the LLM as whitespace between words), not the pad token, which is often the end-of-turn marker."""
-    space = tokenizer(" ", add_special_tokens=False)["input_ids"]
-    return space[0] if len(space) == 1 else tokenizer.pad_token_id
-
-
-def token_ctc_loss(
-    logits: torch.Tensor, tokens: list[int], targets: list[list[int] | None], blank: int
-) -> torch.Tensor | None:
-    """Mean CTC loss (per target token) of each clip's audio-token logits against its transcript's token ids.
-
-    `logits` are `(n_audio_tokens, vocab)` for all clips in batch order, `tokens` their count per clip.
-    Clips without a transcript, or with more target tokens than audio tokens, are skipped; None if none is left.
-    """
-    keep = [i for i, t in enumerate(targets) if t and len(t) <= tokens[i]]
-    if not keep:
-        return None
-    clips = logits.log_softmax(-1).split(tokens)
-    log_probs = nn.utils.rnn.pad_sequence([clips[i] for i in keep])  # (T, B, vocab)
-    labels = torch.tensor([token for i in keep for token in targets[i]], device=logits.device)
-    return F.ctc_loss(
-        log_probs,
-        labels,
-        torch.tensor([tokens[i] for i in keep]),
-        torch.tensor([len(targets[i]) for i in keep]),
-        blank=blank,
-        zero_infinity=True,
-    )

@@ -21,7 +21,6 @@ import torch
 from tqdm import tqdm
 
 from aura.config import AuraConfig
-from aura.data.manifest import AUDIO_PLACEHOLDER
 from aura.distill import DistillHeads
 from aura.features import encoder_frames
 from aura.metrics import error_rates
@@ -53,10 +52,7 @@ def student_states(
     blocks = max(max(layers), 1)
     for start in range(0, len(clips), batch_size):
         chunk = clips[start : start + batch_size]
-        if config.data.distill_context == "template":
-            texts = [student.render_prompt(c.prompt, config.data.system_prompt) for c in chunk]
-        else:
-            texts = [AUDIO_PLACEHOLDER] * len(chunk)
+        texts = [student.render_prompt(c.prompt, config.data.system_prompt) for c in chunk]
         mels = [[student.audio_features(c.wave)] for c in chunk]
         batch = student.build_batch(texts, mels, stop_after_audio=True)
         states = student.hidden_states(batch, layers, blocks=blocks)

@@ -10,11 +10,11 @@ API (used by the trainer and by `aura.infer`):
 - `student.render(messages)` / `student.render_prompt(prompt)`: chat-templated prompt text ending with
   the assistant generation prompt; `<audio>` placeholders survive templating as plain text.
 - `student.audio_features(wave)`: unpadded log-mel `(n_mels, 2F)` of one 16-kHz clip.
-- `student.build_batch(texts, audio, responses=None, padding_side="right")` -> `StudentBatch`: each
+- `student.build_batch(texts, audio, responses=None)` -> `StudentBatch`: each
   `<audio>` in `texts[i]` is replaced by the embeddings of the next clip in `audio[i]` (a list of
   log-mels, any number of clips, anywhere in the text). Returns `embeds (B, T, d)`, a 4-D additive
   `mask (B, 1, T, T)` (0 = attend; causal, bidirectional inside each audio span if configured, padding
-  masked), `positions (B, T)` (count real tokens only, so left or right padding give the same values),
+  masked; rows right-padded), `positions (B, T)` (count real tokens only),
   `valid (B, T)`, `lengths`, `audio_mask (B, T)` and, with `responses`, `labels (B, T)` (-100 except
   response tokens, HF convention: label at the token's own position).
 - Generation with a KV cache: run `student.llm(inputs_embeds=b.embeds, attention_mask=b.mask,
@@ -338,7 +338,6 @@ class AuraStudent(nn.Module):
         texts: Sequence[str],
         audio: Sequence[Sequence[torch.Tensor]],
         responses: Sequence[str | None] | None = None,
-        padding_side: str = "right",
         stop_after_audio: bool = False,
     ) -> StudentBatch:
         """Splice audio embeddings into tokenised prompts and pad the batch (see module docstring).
@@ -348,8 +347,6 @@ class AuraStudent(nn.Module):
         """
         if len(texts) != len(audio):
             raise ValueError(f"{len(texts)} prompts but {len(audio)} audio lists.")
-        if padding_side not in ("left", "right"):
-            raise ValueError(f"padding_side must be 'left' or 'right', got {padding_side!r}.")
         embed_tokens = self.llm.get_input_embeddings()
         device = embed_tokens.weight.device
         mels = [m for clips in audio for m in clips]
@@ -395,8 +392,7 @@ class AuraStudent(nn.Module):
         valid = torch.zeros(b, length, dtype=torch.bool)
         for i, (emb, spans_i, labels_i, _) in enumerate(rows):
             n = emb.shape[0]
-            sl = slice(0, n) if padding_side == "right" else slice(length - n, length)
-            embeds[i, sl], span_ids[i, sl], label_ids[i, sl], valid[i, sl] = emb, spans_i, labels_i, True
+            embeds[i, :n], span_ids[i, :n], label_ids[i, :n], valid[i, :n] = emb, spans_i, labels_i, True
         positions = (valid.long().cumsum(1) - 1).clamp(min=0)
         bidirectional = self.config.audio_attention == "bidirectional"
         mask = span_attention_mask(valid, span_ids, bidirectional, embeds.dtype)
@@ -514,14 +510,11 @@ class AuraStudent(nn.Module):
             states = dict(captured)
         targets = batch.labels[:, 1:]
         keep = targets != -100
-        logits = self.vocabulary_logits(out.last_hidden_state[:, :-1][keep], normed=True)
+        logits = self.vocabulary_logits(out.last_hidden_state[:, :-1][keep])
         return logits, targets[keep], states
 
-    def vocabulary_logits(self, hidden: torch.Tensor, normed: bool = False) -> torch.Tensor:
-        """The LLM's own token logits (float32) for hidden states; `normed=False` applies its final norm
-        first (a state taken after any block rather than from the decoder's output)."""
-        if not normed:
-            hidden = self._decoder().norm(hidden)
+    def vocabulary_logits(self, hidden: torch.Tensor) -> torch.Tensor:
+        """The LLM's own token logits (float32) for the decoder's output states (final norm applied)."""
         base = base_model(self.llm)
         logits = base.get_output_embeddings()(hidden).float()
         cap = getattr(base.config, "final_logit_softcapping", None)

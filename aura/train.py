@@ -44,11 +44,8 @@ from aura.distill import (
     HEADS_FILE,
     DistillHeads,
     TranscriptReader,
-    ctc_blank,
     distill_terms,
     layer_map,
-    reading_loss,
-    token_ctc_loss,
 )
 from aura.features import SAMPLE_RATE, WINDOW_SAMPLES, encoder_frames, load_audio
 from aura.infer import run_folders
@@ -60,8 +57,6 @@ from aura.student import (
     EMBEDDING_FILE,
     AuraStudent,
     CheckpointError,
-    decoder_layers,
-    with_transcript,
 )
 from aura.teacher_cache import TeacherCache
 
@@ -95,14 +90,6 @@ class TrainModule(nn.Module):
         super().__init__()
         self.student, self.heads, self.config = student, heads, config
         self.reader = reader  # not a submodule: the frozen teacher is neither trained nor synced
-        self.ctc_blank = ctc_blank(student.tokenizer)
-
-    def _ctc_targets(self, transcript: str | None) -> list[int] | None:
-        """The transcript's LLM tokens as text spells them mid-sentence (leading space), minus the blank."""
-        if not transcript:
-            return None
-        ids = self.student.tokenizer(f" {transcript}", add_special_tokens=False)["input_ids"]
-        return [i for i in ids if i != self.ctc_blank]
 
     def forward(
         self,
@@ -111,7 +98,6 @@ class TrainModule(nn.Module):
         responses: list[str] | None,
         targets: list[torch.Tensor] | None,
         transcripts: list[tuple[int, str | None]] | None = None,
-        read_texts: list[str] | None = None,
     ) -> dict[str, torch.Tensor]:
         cfg = self.config
         joint = cfg.train.stage == "joint"
@@ -119,35 +105,18 @@ class TrainModule(nn.Module):
             texts, mels, responses=responses if joint else None, stop_after_audio=not joint
         )
         layers = self.heads.student_layers if (self.heads is not None and targets is not None) else []
-        ctc = cfg.distill.ctc_weight > 0 and transcripts is not None
-        if ctc:
-            layers = sorted(set(layers) | {self.student.num_blocks})
         out: dict[str, torch.Tensor] = {}
         if joint:
-            read_layers: list[int] = []
-            if read_texts is not None:
-                read_layers = list(range(1, len(decoder_layers(self.student.llm)) + 1))
-                # the target is the base LLM (adapters off): a target that moves with the LoRA collapses,
-                # both sides learning to ignore their input (measured: listening gap 0.07 -> 0.00)
-                with torch.no_grad(), self.student.llm.disable_adapter():
-                    text_batch = self.student.build_batch(read_texts, [[] for _ in read_texts], responses)
-                    text_states = self.student.hidden_states(text_batch, read_layers)
-            lm_loss, states = self.student.forward_lm(batch, sorted(set(layers) | set(read_layers)))
+            lm_loss, states = self.student.forward_lm(batch, layers)
             out["lm_loss"] = lm_loss.detach()
             loss = cfg.train.lm_weight * lm_loss
-            if read_texts is not None:
-                read = reading_loss(states, text_states, batch.labels, text_batch.labels)
-                loss = loss + cfg.train.read_weight * read
-                out["read_loss"] = read.detach()
         else:
             states = self.student.hidden_states(
                 batch, layers, blocks=max(layers, default=self.student.num_blocks)
             )
             loss = torch.zeros((), device=batch.embeds.device)
         if layers:
-            distill, metrics = distill_terms(
-                self.heads, states, batch.audio_mask, targets, cfg.distill.loss, cfg.distill.mse_weight
-            )
+            distill, metrics = distill_terms(self.heads, states, batch.audio_mask, targets)
             loss = loss + cfg.distill.weight * distill
             out["distill_loss"] = distill.detach()
             out.update(metrics)
@@ -157,16 +126,6 @@ class TrainModule(nn.Module):
                 if decoder is not None:
                     loss = loss + cfg.distill.decoder_weight * decoder
                     out["decoder_loss"] = decoder.detach()
-        if ctc:
-            ctc_loss = token_ctc_loss(
-                self.student.vocabulary_logits(states[self.student.num_blocks][batch.audio_mask]),
-                batch.audio_mask.sum(1).tolist(),
-                [self._ctc_targets(text) for _, text in transcripts],
-                self.ctc_blank,
-            )
-            if ctc_loss is not None:
-                loss = loss + cfg.distill.ctc_weight * ctc_loss
-                out["ctc_loss"] = ctc_loss.detach()
         out["loss"] = loss
         out["tokens"] = torch.tensor(float(batch.valid.sum()))
         return out
@@ -283,15 +242,6 @@ class Trainer:
         set_seed(cfg.train.seed)
         self.train_clips = _load_clips(cfg.data.train, cfg.data.max_audio_seconds, "training")
         self.dev_clips = _load_clips(cfg.data.dev, cfg.data.max_audio_seconds, "dev") if cfg.data.dev else []
-        if cfg.train.read_weight > 0:
-            for path, clips in ((cfg.data.train, self.train_clips), (cfg.data.dev, self.dev_clips)):
-                untranscribed = [c.example.id for c in clips if not c.example.transcript]
-                if untranscribed:
-                    raise TrainError(
-                        f"{path}: {len(untranscribed)} examples have no `transcript` (e.g. {untranscribed[0]}), "
-                        "but train.read_weight > 0 reads each clip's transcript as text; add transcripts or "
-                        "set train.read_weight=0."
-                    )
         if teacher is None:
             from aura.teacher import load_teacher
 
@@ -351,14 +301,6 @@ class Trainer:
             raise ConfigError(
                 "distill.decoder_weight: the transcript loss reads the distillation heads, so it needs "
                 "model.arch=aura with distillation on (train.stage=distill, or distill.weight > 0)."
-            )
-        if cfg.distill.ctc_weight > 0 and cfg.model.arch != "aura":
-            raise ConfigError(
-                "distill.ctc_weight: the token CTC loss trains AuRA's own blocks; use model.arch=aura."
-            )
-        if cfg.train.read_weight > 0 and cfg.train.stage != "joint":
-            raise ConfigError(
-                "train.read_weight: the reading loss compares response tokens, so it needs train.stage=joint."
             )
         for key in ("max_steps", "batch_size", "grad_accum", "save_every", "log_every"):
             if getattr(cfg.train, key) < 1:
@@ -530,10 +472,7 @@ class Trainer:
     def _inputs(self, clips: list[Clip]) -> tuple:
         cfg, student = self.config, self.module.student
         joint = cfg.train.stage == "joint"
-        if joint or cfg.data.distill_context == "template":
-            texts = [student.render_prompt(c.example.prompt, cfg.data.system_prompt) for c in clips]
-        else:
-            texts = [AUDIO_PLACEHOLDER] * len(clips)
+        texts = [student.render_prompt(c.example.prompt, cfg.data.system_prompt) for c in clips]
         mels = [[self._mel(c)] for c in clips]
         responses = [c.example.response for c in clips] if joint else None
         targets = None
@@ -541,19 +480,9 @@ class Trainer:
             per_clip = [self.cache.get(c.wave)[self.heads.teacher_layers] for c in clips]  # (L, T_i, d)
             targets = [torch.cat([t[j] for t in per_clip]) for j in range(len(self.heads.pairs))]
         transcripts = None
-        if self.module.reader is not None or cfg.distill.ctc_weight > 0:
+        if self.module.reader is not None:
             transcripts = [(encoder_frames(len(c.wave)), c.example.transcript) for c in clips]
-        read_texts = None
-        if joint and cfg.train.read_weight > 0:
-            read_texts = [
-                student.render_prompt(
-                    with_transcript(c.example.prompt, c.example.transcript or ""),
-                    cfg.data.system_prompt,
-                    audio=False,
-                )
-                for c in clips
-            ]
-        return texts, mels, responses, targets, transcripts, read_texts
+        return texts, mels, responses, targets, transcripts
 
     # ------------------------------------------------------------------ loop
     def run(self) -> Path:

@@ -3,9 +3,8 @@
 The distillation-only stage runs the first N blocks on the prompt up to its audio; the joint stage runs
 the whole LLM on prompt + response plus the LM head on the response. Their ratio is what the
 distill-first schedule saves per step. The distillation stage is also timed with the transcript loss
-(`distill.decoder_weight`: a Whisper decoder pass per clip, and the backward through it), and the joint
-stage with the reading loss (`train.read_weight`: one more forward, without gradient, of the LLM on the
-prompt with the transcript as text). Each variant is also timed under bf16 autocast (what `train.bf16=true` turns on through Accelerate), whose ratio to fp32
+(`distill.decoder_weight`: a Whisper decoder pass per clip, and the backward through it). Each variant is
+also timed under bf16 autocast (what `train.bf16=true` turns on through Accelerate), whose ratio to fp32
 tells whether this CPU's bf16 matmuls (AMX) pay. Writes `benchmarks/results/train_step.json`.
 
     .venv/bin/python -m benchmarks.train_step [--llm smollm2-135m-instruct] [--teacher whisper-tiny.en]
@@ -26,7 +25,7 @@ from aura.data.manifest import read_manifest
 from aura.data.synth import synthesize
 from aura.distill import DistillHeads, TranscriptReader, layer_map
 from aura.features import encoder_frames, load_audio
-from aura.student import AuraStudent, with_transcript
+from aura.student import AuraStudent
 from aura.teacher import load_teacher
 from aura.teacher_cache import TeacherCache
 from aura.train import TrainModule
@@ -62,27 +61,21 @@ def run(
         targets = [torch.cat([t[j] for t in per_clip]) for j in range(len(pairs))]
         prompts = [student.render_prompt(ex.prompt) for ex in examples]
         responses = [ex.response for ex in examples]
-        read_texts = [
-            student.render_prompt(with_transcript(ex.prompt, ex.transcript or ""), audio=False)
-            for ex in examples
-        ]
         transcripts = [(encoder_frames(len(w)), ex.transcript) for w, ex in zip(waves, examples, strict=True)]
         params = [p for p in module.parameters() if p.requires_grad]
         optimizer = torch.optim.AdamW(params, lr=1e-5)
 
         results = {}
-        variants = ("distill", "distill+transcript", "joint", "joint+read")
+        variants = ("distill", "distill+transcript", "joint")
         for stage, precision in [(s, p) for s in variants for p in ("fp32", "bf16")]:
             config.train.stage = stage.split("+")[0]
             module.reader = reader if stage == "distill+transcript" else None
             config.distill.decoder_weight = 0.1 if module.reader else 0.0
-            config.train.read_weight = 1.0 if stage == "joint+read" else 0.0
             times, tokens = [], 0.0
             for i in range(steps + 1):
                 start = time.perf_counter()
                 with torch.autocast("cpu", torch.bfloat16, enabled=precision == "bf16"):
-                    reads = read_texts if config.train.read_weight else None
-                    out = module(prompts, mels, responses, targets, transcripts, reads)
+                    out = module(prompts, mels, responses, targets, transcripts)
                 out["loss"].backward()
                 optimizer.step()
                 optimizer.zero_grad()
@@ -116,11 +109,6 @@ def run(
             / results[f"distill_{precision}"]["seconds_per_step"]
             for precision in ("fp32", "bf16")
         },
-        "read_loss_over_joint": {
-            precision: results[f"joint+read_{precision}"]["seconds_per_step"]
-            / results[f"joint_{precision}"]["seconds_per_step"]
-            for precision in ("fp32", "bf16")
-        },
         "bf16_speedup": {
             stage: results[f"{stage}_fp32"]["seconds_per_step"] / results[f"{stage}_bf16"]["seconds_per_step"]
             for stage in variants
@@ -129,7 +117,7 @@ def run(
     }
     print(
         f"joint / distill step time: {report['joint_over_distill']:.2f}x; transcript loss / distill "
-        f"{report['transcript_loss_over_distill']}; reading loss / joint {report['read_loss_over_joint']}; bf16 speed-up {report['bf16_speedup']}"
+        f"{report['transcript_loss_over_distill']}; bf16 speed-up {report['bf16_speedup']}"
     )
     write_result("train_step", report)
     return report

@@ -5,7 +5,8 @@ A run is `LABEL=RUN_DIR` or a chain `LABEL=RUN_DIR,RUN_DIR2,...` (a run continue
 and its continuation read as one curve.
 
     .venv/bin/python scripts/plot_runs.py --out docs/img/joint-listening.png \
-        distilled=runs/shipped/jdec4,runs/shipped/long4 no-distillation=runs/shipped/nd4,runs/shipped/longnd4
+        aura=runs/shipped/joint,runs/shipped/joint8k,runs/shipped/deep8k \
+        no-distillation=runs/shipped/nodistill,runs/shipped/nodistill8k,runs/shipped/nodistilldeep
 """
 
 from __future__ import annotations

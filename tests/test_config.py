@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 
 import pytest
@@ -35,7 +36,7 @@ def test_yaml_then_overrides(tmp_path: Path) -> None:
 
 
 def test_round_trip_through_yaml(tmp_path: Path) -> None:
-    config = load_config(None, ["model.audio_attention=causal", "distill.loss=cosine+mse"])
+    config = load_config(None, ["model.audio_attention=causal", "distill.decoder_weight=0.1"])
     config.save(tmp_path / "c.yaml")
     assert load_config(tmp_path / "c.yaml") == config
 
@@ -78,3 +79,14 @@ def test_cli_print_config_and_errors() -> None:
     assert AuraConfig.from_dict(printed) == load_config(None, ["train.max_steps=3"])
     result = runner.invoke(app, ["train", "--print-config", "train.bogus=1"])
     assert result.exit_code != 0
+
+
+def test_print_config_shows_a_help_line_above_every_key() -> None:
+    printed = CliRunner().invoke(app, ["train", "--print-config"]).stdout.splitlines()
+    config = AuraConfig()
+    for section in dataclasses.fields(config):
+        for key in dataclasses.fields(getattr(config, section.name)):
+            help_text = key.metadata.get("help", "")
+            assert help_text and "\n" not in help_text, f"{section.name}.{key.name} has no one-line help"
+            line = printed.index(f"  # {help_text}")  # the help, then the key it describes
+            assert printed[line + 1].startswith(f"  {key.name}:")

@@ -1,7 +1,6 @@
 from __future__ import annotations
 
 import csv
-import json
 import os
 import shutil
 import subprocess
@@ -10,15 +9,14 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import build_tiny_llm, build_tiny_teacher, build_tiny_tokenizer, make_manifest, tone_clip
+from conftest import build_tiny_llm, build_tiny_teacher, build_tiny_tokenizer, make_manifest
 from safetensors import safe_open
 from safetensors.torch import load_file
 from typer.testing import CliRunner
 
 from aura.cli import app
 from aura.config import ConfigError, load_config
-from aura.distill import DistillHeads, reading_loss
-from aura.student import AuraStudent, decoder_layers
+from aura.distill import DistillHeads
 from aura.train import TrainError, TrainModule, train
 
 TINY = [
@@ -190,84 +188,6 @@ def test_joint_stage_from_distilled_run_and_bridge(
     assert list((data[1] / "bridge" / "tiny-random-whisper").glob("*/*.safetensors"))
     with safe_open(str(final / "audio_embedding.safetensors"), framework="pt") as handle:
         assert not any(k.startswith("encoder.") for k in handle.keys())  # noqa: SIM118
-
-
-def test_reading_loss_in_the_joint_stage(data: tuple[Path, Path], tmp_path: Path) -> None:
-    """train.read_weight adds the reading loss (audio vs transcript-as-text states of the response)."""
-    config = _config(
-        *data,
-        "train.stage=joint",
-        "train.max_steps=2",
-        "train.log_every=1",
-        "train.read_weight=2.0",
-        f"data.dev={data[0]}",
-        "train.dev_every=2",
-    )
-    _train(config, tmp_path / "read")
-    rows = _rows(tmp_path / "read")
-    steps = [r for r in rows if r.get("read_loss")]
-    assert len(steps) == 2 and all(0 < float(r["read_loss"]) < 2 for r in steps)
-    first = steps[0]
-    assert float(first["loss"]) == pytest.approx(
-        float(first["lm_loss"]) + float(first["distill_loss"]) + 2.0 * float(first["read_loss"]), rel=1e-4
-    )
-    assert all(float(r["dev_read_loss"]) > 0 for r in rows if r.get("dev_lm_loss"))
-    with pytest.raises(ConfigError, match="train.read_weight"):
-        _train(_config(*data, "train.read_weight=1"), tmp_path / "distill")
-    manifest = data[0].parent / "untranscribed.jsonl"
-    manifest.write_text(
-        "".join(
-            json.dumps({k: v for k, v in json.loads(line).items() if k != "transcript"}) + "\n"
-            for line in data[0].read_text().splitlines()
-        )
-    )
-    with pytest.raises(TrainError, match="no `transcript`.*clip0"):
-        _train(_config(manifest, data[1], "train.stage=joint", "train.read_weight=1"), tmp_path / "bad")
-
-
-def test_reading_target_is_the_base_llm(tiny_llm, tiny_tokenizer, tiny_teacher, one_thread) -> None:
-    """The reading loss's target states come from the LLM with its adapters off, so they cannot drift with
-    the LoRA (a target that moves with it collapsed in training)."""
-    config = load_config(None, ["train.stage=joint", "train.read_weight=1", "model.lora_rank=4"])
-    student = AuraStudent.build(config.model, tiny_teacher, tiny_llm, tiny_tokenizer)
-    torch.manual_seed(0)
-    for name, weight in student.llm.named_parameters():
-        if "lora_B" in name:
-            weight.data.normal_(0, 0.5)  # the adapter now changes every state
-    module = TrainModule(student, None, config).eval()
-    mels = [[student.audio_features(tone_clip(0.8, 1))], [student.audio_features(tone_clip(1.2, 2))]]
-    texts = [student.render_prompt("say <audio>"), student.render_prompt("")]
-    reads = [student.render_prompt("say one two", audio=False), student.render_prompt("three", audio=False)]
-    responses = ["one two", "three"]
-    with torch.no_grad():
-        out = module(texts, mels, responses, None, None, reads)
-        layers = list(range(1, len(decoder_layers(student.llm)) + 1))
-        heard = student.build_batch(texts, mels, responses)
-        _, states = student.forward_lm(heard, layers)
-        text = student.build_batch(reads, [[], []], responses)
-        with student.llm.disable_adapter():
-            base = student.hidden_states(text, layers)
-        moving = student.hidden_states(text, layers)
-    assert float(out["read_loss"]) == pytest.approx(
-        float(reading_loss(states, base, heard.labels, text.labels))
-    )
-    assert float(out["read_loss"]) != pytest.approx(
-        float(reading_loss(states, moving, heard.labels, text.labels))
-    )
-
-
-def test_token_ctc_loss_in_the_distillation_stage(data: tuple[Path, Path], tmp_path: Path) -> None:
-    config = _config(*data, "train.max_steps=2", "train.log_every=1", "distill.ctc_weight=0.5")
-    _train(config, tmp_path / "ctc")
-    first = _rows(tmp_path / "ctc")[0]
-    assert float(first["ctc_loss"]) > 0
-    assert float(first["loss"]) == pytest.approx(
-        float(first["distill_loss"]) + 0.5 * float(first["ctc_loss"]), rel=1e-4
-    )
-    with pytest.raises(ConfigError, match="distill.ctc_weight"):
-        _train(
-            _config(*data, "model.arch=bridge", "train.stage=joint", "distill.ctc_weight=1"), tmp_path / "b"
-        )
 
 
 def test_two_process_cpu_run_keeps_ranks_identical(data: tuple[Path, Path], tmp_path: Path) -> None:

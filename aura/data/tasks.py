@@ -6,7 +6,6 @@ the audio is rendered afterwards in parallel from these plain records.
 
 from __future__ import annotations
 
-import functools
 import random
 from dataclasses import dataclass
 
@@ -16,7 +15,7 @@ from aura.data.people import ACTIONS, names_in
 from aura.data.splits import check_split
 from aura.metrics import normalize_answer, normalize_transcript
 
-TASKS = ("asr", "asr-words", "spoken-qa", "context-qa", "who-did", "instruct")
+TASKS = ("asr", "spoken-qa", "context-qa", "who-did", "instruct")
 # The instruct mixture: (sub-task, weight).
 INSTRUCT_MIX = (("asr", 3), ("spoken-qa", 3), ("context-qa", 2), ("summarize", 2))
 
@@ -67,24 +66,6 @@ def _asr(rng: random.Random, split: str, min_word_count: int) -> Plan:
     pool = sentences_in(split, min_word_count)
     sentence = rng.choice(pool)
     return Plan("asr", sentence, rng.choice(ASR_PROMPTS), sentence, normalize_transcript(sentence), sentence)
-
-
-@functools.cache
-def _vocabulary(split: str, min_word_count: int) -> tuple[str, ...]:
-    words = {
-        w
-        for s in sentences_in(split, min_word_count)
-        for w in normalize_transcript(s).split()
-        if w.isalpha() and len(w) > 2
-    }
-    return tuple(sorted(words))
-
-
-def _asr_words(rng: random.Random, split: str, min_word_count: int) -> Plan:
-    """Transcription of 4-8 words drawn at random from the split's sentences: with no sentence to guess,
-    the LLM's prior cannot stand in for listening (the shortcut plain `asr` leaves open)."""
-    text = " ".join(rng.sample(_vocabulary(split, min_word_count), rng.randint(4, 8)))
-    return Plan("asr", text, rng.choice(ASR_PROMPTS), text, normalize_transcript(text), text)
 
 
 def _spoken_qa(rng: random.Random, pool: tuple[Country, ...]) -> Plan:
@@ -166,7 +147,7 @@ def _summarize(rng: random.Random, pool: tuple[Country, ...]) -> Plan:
 
 def plan_examples(task: str, n: int, split: str, seed: int, min_word_count: int | None = None) -> list[Plan]:
     """`n` example plans of `task` drawn from `split` only; the same arguments give the same plans.
-    `min_word_count` sets the asr tasks' sentence filter (None: the corpus default; see `aura.data.corpus`)."""
+    `min_word_count` sets the asr task's sentence filter (None: the corpus default; see `aura.data.corpus`)."""
     min_word_count = min_word_count or MIN_WORD_COUNT
     check_split(split)
     if task not in TASKS:
@@ -177,7 +158,6 @@ def plan_examples(task: str, n: int, split: str, seed: int, min_word_count: int 
     pool = countries_in(split)
     makers = {
         "asr": lambda: _asr(rng, split, min_word_count),
-        "asr-words": lambda: _asr_words(rng, split, min_word_count),
         "spoken-qa": lambda: _spoken_qa(rng, pool),
         "context-qa": lambda: _context_qa(rng, pool),
         "who-did": lambda: _who_did(rng, names_in(split)),
