@@ -262,7 +262,7 @@ class AuraModel:
 
     @property
     def merged(self) -> bool:
-        """False while LoRA is a separate adapter (text-only requests then bypass it)."""
+        """False while LoRA is a separate adapter (the default; text-only requests then bypass it)."""
         return not isinstance(self.student.llm, PeftModel)
 
     @classmethod
@@ -272,12 +272,15 @@ class AuraModel:
         *,
         device: str | torch.device = "cpu",
         dtype: torch.dtype = torch.float32,
-        merge: bool = True,
+        merge: bool = False,
     ) -> AuraModel:
         """Load RUN_DIR, RUN_DIR/final or an `aura export` folder; never loads the teacher.
 
-        `merge=True` folds LoRA into the LLM weights (fastest). `merge=False` keeps the adapter apart so
-        that requests without audio run the untouched base LLM.
+        By default the adapter stays apart, so requests without audio run the exact base LLM: LoRA
+        trained on speech rewrites the text answers too (the shipped checkpoint merged answers "What is
+        the capital of France?" with the question itself). `merge=True` folds LoRA into the weights,
+        which saves little time on a small LLM (`benchmarks/merge.py`) and gives text-only requests
+        the damaged LLM. A merged `aura export` folder has no adapter left to switch off.
         """
         folder = checkpoint_folder(name_or_path)
         if not (folder / "adapter_config.json").is_file() and (folder / "config.json").is_file():
