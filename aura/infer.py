@@ -12,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import math
 import random
+import threading
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -259,6 +260,8 @@ class AuraModel:
         self.system_prompt = train_config.data.system_prompt if train_config is not None else None
         self.tokenizer = student.tokenizer
         self.stop_ids = stop_token_ids(student.llm, student.tokenizer)
+        # switching the adapter off is model-wide state: one batch at a time, whatever thread asks
+        self._running = threading.RLock()
 
     @property
     def merged(self) -> bool:
@@ -369,10 +372,12 @@ class AuraModel:
 
         One request: a list in `audio` means several clips for this one prompt (as in `request`).
         """
-        decoding = self.decoding([self.request(audio, prompt, **options)])  # type: ignore[arg-type]
-        with self._adapter_for(decoding.requests):
-            for _, piece in decoding:
-                yield piece
+        request = self.request(audio, prompt, **options)  # type: ignore[arg-type]
+        with self._running:
+            decoding = self.decoding([request])
+            with self._adapter_for(decoding.requests):
+                for _, piece in decoding:
+                    yield piece
 
     # ---------------------------------------------------------------- batches
     def _layout(self, request: GenerationRequest) -> tuple[list[str], list[np.ndarray]]:
@@ -434,7 +439,8 @@ class AuraModel:
         `on_done(row, result)` hands out each row's result as soon as it is complete (a short answer need
         not wait for the longest one in its batch).
 
-        Unmerged, requests with and without audio run as two batches: only the audio ones use LoRA.
+        Unmerged, requests with and without audio run as two batches: only the audio ones use LoRA, the
+        others run the exact base LLM. Calls from several threads wait for each other.
         """
         results: list[GenerationResult | None] = [None] * len(requests)
         groups = [list(range(len(requests)))]
@@ -443,16 +449,17 @@ class AuraModel:
                 [i for i, r in enumerate(requests) if r.audio],
                 [i for i, r in enumerate(requests) if not r.audio],
             ]
-        for group in (g for g in groups if g):
-            decoding = self.decoding([requests[i] for i in group])
-            if on_done is not None:
-                decoding.on_finish = lambda row, d=decoding, g=group: on_done(g[row], d.result(row))
-            with self._adapter_for(decoding.requests):
-                for row, piece in decoding:
-                    if on_text is not None and not on_text(group[row], piece):
-                        decoding.cancel(row)
-            for row, result in zip(group, decoding.results(), strict=True):
-                results[row] = result
+        with self._running:
+            for group in (g for g in groups if g):
+                decoding = self.decoding([requests[i] for i in group])
+                if on_done is not None:
+                    decoding.on_finish = lambda row, d=decoding, g=group: on_done(g[row], d.result(row))
+                with self._adapter_for(decoding.requests):
+                    for row, piece in decoding:
+                        if on_text is not None and not on_text(group[row], piece):
+                            decoding.cancel(row)
+                for row, result in zip(group, decoding.results(), strict=True):
+                    results[row] = result
         return [r for r in results if r is not None]
 
     def _adapter_for(self, requests: Sequence[GenerationRequest]) -> contextlib.AbstractContextManager[None]:

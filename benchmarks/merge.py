@@ -10,6 +10,8 @@ requests, interleaved repetition by repetition so machine load hits them alike.
 from __future__ import annotations
 
 import argparse
+import contextlib
+import statistics
 import time
 
 from aura.infer import AuraModel, GenerationRequest
@@ -23,20 +25,21 @@ MAX_NEW_TOKENS = 32
 TEXT_QUESTIONS = ("What is the capital of France?", "What is 7 times 8?", "List three colors.")
 
 
-def timed_request(model: AuraModel, request: GenerationRequest) -> tuple[float, float, int]:
-    """(TTFT ms, decoding tokens/s after the first token, completion tokens) of one request."""
-    first: list[float] = []
-
-    def on_text(_row: int, _piece: str) -> bool:
-        first.append(time.perf_counter())
-        return True
-
+def timed_request(model: AuraModel, request: GenerationRequest) -> tuple[float, float]:
+    """(TTFT ms, decoding tokens/s after the first token) of one request, decoded to exactly
+    `max_new_tokens` (end-of-turn tokens ignored) so both models decode the same amount."""
+    decoding = model.decoding([request])
+    decoding.stop_ids = set()
+    adapter_off = not model.merged and not request.audio  # what run_batch does for text-only requests
+    first = None
     start = time.perf_counter()
-    result = model.run_batch([request], on_text=on_text)[0]
+    with model.student.llm.disable_adapter() if adapter_off else contextlib.nullcontext():
+        for _ in decoding:
+            first = first or time.perf_counter()
     end = time.perf_counter()
-    ttft = (first[0] if first else end) - start
-    rate = (result.completion_tokens - 1) / (end - start - ttft) if result.completion_tokens > 1 else 0.0
-    return ttft * 1000, rate, result.completion_tokens
+    tokens = len(decoding.rows[0].tokens)
+    assert first is not None and tokens == request.max_new_tokens
+    return (first - start) * 1000, (tokens - 1) / (end - first)
 
 
 def base_answers(model: AuraModel, name: str) -> list[str]:
@@ -75,7 +78,7 @@ def run(repeats: int = 10, model: str | None = None) -> dict:
     for _ in range(repeats):
         for label, m in models.items():
             for kind, request in kinds.items():
-                first_ms, tokens_per_s, _ = timed_request(m, request)
+                first_ms, tokens_per_s = timed_request(m, request)
                 ttft[label][kind].append(first_ms)
                 rate[label][kind].append(tokens_per_s)
     expected = base_answers(unmerged, unmerged.student.config.llm)
@@ -90,7 +93,7 @@ def run(repeats: int = 10, model: str | None = None) -> dict:
         "repeats": repeats,
         "ttft": {m: {k: summarize(v) for k, v in kinds_.items()} for m, kinds_ in ttft.items()},
         "decode_tokens_per_s": {
-            m: {k: sorted(v)[len(v) // 2] for k, v in kinds_.items()} for m, kinds_ in rate.items()
+            m: {k: statistics.median(v) for k, v in kinds_.items()} for m, kinds_ in rate.items()
         },
         "text_only": {
             "questions": list(TEXT_QUESTIONS),

@@ -182,6 +182,17 @@ def test_models_and_health(client: openai.OpenAI, server: str) -> None:
     assert httpx.get(f"{server}/health").json()["status"] == "ok"
 
 
+def test_voice_page_is_served_without_a_key(server: str) -> None:
+    """The page and its two files come from the package; only its /v1 requests need the key."""
+    page = httpx.get(f"{server}/")
+    assert page.status_code == 200 and page.headers["content-type"].startswith("text/html")
+    for asset, kind in (("app.js", "javascript"), ("style.css", "text/css")):
+        assert f"/web/{asset}" in page.text
+        served = httpx.get(f"{server}/web/{asset}")
+        assert served.status_code == 200 and kind in served.headers["content-type"] and served.text.strip()
+    assert "not found" in error_of(httpx.get(f"{server}/web/missing.js"), 404).lower()
+
+
 def error_of(response: httpx.Response, status: int) -> str:
     assert response.status_code == status, response.text
     error = response.json()["error"]

@@ -216,9 +216,10 @@ async function stream(messages, turn) {
   const parts = [];
   if (first !== null) parts.push(`first token ${Math.round(first - sent)} ms`);
   if (usage) {
-    parts.push(`${usage.completion_tokens} tokens`);
-    if (first !== null && usage.completion_tokens > 1 && end > first) {
-      parts.push(`${((usage.completion_tokens - 1) / ((end - first) / 1000)).toFixed(0)} tokens/s`);
+    const tokens = usage.completion_tokens;
+    parts.push(tokens === 1 ? "1 token" : `${tokens} tokens`);
+    if (first !== null && tokens >= 4 && end > first) { // a rate from two or three tokens says nothing
+      parts.push(`${((tokens - 1) / ((end - first) / 1000)).toFixed(0)} tokens/s`);
     }
   }
   turn.meta.textContent = parts.join(" · ");
