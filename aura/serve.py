@@ -3,6 +3,7 @@
 Requests that arrive together are grouped into one model batch by a small queue (`Batcher`): on a CPU a
 batch of 8 costs little more than one request, so concurrency turns into throughput instead of a queue
 of waiting clients. Every failure is answered in OpenAI's error shape and never takes the server down.
+`/` serves the voice page (`aura/web/`), a client of the same streaming chat endpoint.
 """
 
 from __future__ import annotations
