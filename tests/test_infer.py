@@ -7,6 +7,7 @@ import math
 import shutil
 import sys
 import warnings
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
@@ -213,6 +214,23 @@ def test_text_only_runs_the_base_llm_unless_merged(
     assert (
         merged.generate(prompt="the red cat ran", max_new_tokens=MAX_NEW) != expected
     )  # merged, LoRA changes text too
+
+
+def test_threads_sharing_the_model_keep_text_on_the_base_llm(
+    model: AuraModel, merged: AuraModel, wave: np.ndarray
+) -> None:
+    """Switching the adapter off is model-wide: a text-only call in one thread must not run while an audio
+    call in another has LoRA on (or switch it off under it)."""
+    spoken = merged.generate(audio=wave, max_new_tokens=MAX_NEW)
+    typed = model.generate(prompt="the red cat ran", max_new_tokens=MAX_NEW)
+    with ThreadPoolExecutor(4) as pool:
+        audio_calls = [pool.submit(model.generate, audio=wave, max_new_tokens=MAX_NEW) for _ in range(8)]
+        text_calls = [
+            pool.submit(lambda: "".join(model.stream(prompt="the red cat ran", max_new_tokens=MAX_NEW)))
+            for _ in range(8)
+        ]
+        assert [c.result() for c in audio_calls] == [spoken] * 8
+        assert [c.result() for c in text_calls] == [typed] * 8
 
 
 def test_export_round_trips(model: AuraModel, tiny_run: Path, tmp_path: Path, wave: np.ndarray) -> None:
