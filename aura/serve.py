@@ -3,6 +3,7 @@
 Requests that arrive together are grouped into one model batch by a small queue (`Batcher`): on a CPU a
 batch of 8 costs little more than one request, so concurrency turns into throughput instead of a queue
 of waiting clients. Every failure is answered in OpenAI's error shape and never takes the server down.
+`/` serves the voice page (`aura/web/`), a client of the same streaming chat endpoint.
 """
 
 from __future__ import annotations
@@ -19,12 +20,14 @@ import time
 import uuid
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import numpy as np
 from fastapi import Depends, FastAPI, File, Form, Request, UploadFile
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse, PlainTextResponse, StreamingResponse
+from fastapi.responses import FileResponse, JSONResponse, PlainTextResponse, StreamingResponse
+from fastapi.staticfiles import StaticFiles
 from pydantic import BaseModel, ConfigDict, Field
 from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException as StarletteHTTPException
@@ -39,6 +42,7 @@ log = logging.getLogger(__name__)
 DEFAULT_MAX_BODY_BYTES = 25 * 2**20
 DEFAULT_MAX_AUDIO_SECONDS = 300.0
 AUDIO_FORMATS = ("wav", "mp3", "flac")
+WEB = Path(__file__).parent / "web"  # the voice page: plain HTML/JS/CSS shipped as package data
 
 
 class APIError(Exception):
@@ -388,6 +392,13 @@ def create_app(
             raise APIError(401, message, code="invalid_api_key")
 
     authorized = [Depends(check_key)]
+
+    # the voice page is public like /health; its requests to /v1 carry the key the user enters
+    app.mount("/web", StaticFiles(directory=WEB), name="web")
+
+    @app.get("/", include_in_schema=False)
+    async def page() -> FileResponse:
+        return FileResponse(WEB / "index.html")
 
     @app.get("/health")
     async def health() -> dict[str, Any]:

@@ -8,6 +8,7 @@ need_apt=()
 command -v espeak-ng >/dev/null || need_apt+=(espeak-ng)
 command -v sox >/dev/null || need_apt+=(sox)
 [ -f /usr/share/wordnet/data.noun ] || need_apt+=(wordnet-base)  # the English sentences of the `asr` task
+command -v chromium >/dev/null || need_apt+=(chromium)  # the voice page's browser test (driven by playwright)
 if ((${#need_apt[@]})); then
     sudo=""
     [ "$(id -u)" -eq 0 ] || sudo="sudo"

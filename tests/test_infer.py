@@ -7,6 +7,7 @@ import math
 import shutil
 import sys
 import warnings
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
@@ -33,8 +34,8 @@ def model(tiny_run: Path) -> AuraModel:
 
 
 @pytest.fixture(scope="module")
-def unmerged(tiny_run: Path) -> AuraModel:
-    return AuraModel.from_pretrained(tiny_run / "final", merge=False)
+def merged(tiny_run: Path) -> AuraModel:
+    return AuraModel.from_pretrained(tiny_run / "final", merge=True)
 
 
 @pytest.fixture(scope="module")
@@ -188,15 +189,15 @@ def test_long_audio_is_windowed(model: AuraModel) -> None:
         model.check(model.request(long, "x", max_new_tokens=2000))
 
 
-def test_unmerged_text_only_runs_the_base_llm(
-    model: AuraModel, unmerged: AuraModel, tiny_run: Path, wave: np.ndarray
+def test_text_only_runs_the_base_llm_unless_merged(
+    model: AuraModel, merged: AuraModel, tiny_run: Path, wave: np.ndarray
 ) -> None:
-    assert model.merged and not unmerged.merged
+    assert not model.merged and merged.merged  # LoRA stays a separate adapter by default
     # with audio, merged and unmerged LoRA give the same answer
-    assert unmerged.generate(audio=wave, max_new_tokens=MAX_NEW) == model.generate(
+    assert merged.generate(audio=wave, max_new_tokens=MAX_NEW) == model.generate(
         audio=wave, max_new_tokens=MAX_NEW
     )
-    # without audio, unmerged = the untouched base LLM run by plain transformers
+    # without audio, the default (unmerged) = the untouched base LLM run by plain transformers
     base = AutoModelForCausalLM.from_pretrained(tiny_run / "base_llm").eval()
     tokenizer = AutoTokenizer.from_pretrained(tiny_run / "base_llm")
     messages = [{"role": "user", "content": "the red cat ran"}]
@@ -205,14 +206,35 @@ def test_unmerged_text_only_runs_the_base_llm(
     )
     out = base.generate(**ids, max_new_tokens=MAX_NEW, do_sample=False, eos_token_id=list(model.stop_ids))
     expected = tokenizer.decode(out[0, ids["input_ids"].shape[1] :], skip_special_tokens=True)
-    assert unmerged.generate(prompt="the red cat ran", max_new_tokens=MAX_NEW) == expected
+    assert model.generate(prompt="the red cat ran", max_new_tokens=MAX_NEW) == expected
+    assert "".join(model.stream(prompt="the red cat ran", max_new_tokens=MAX_NEW)) == expected
+    # a batch mixing text-only and audio requests: the text rows still get the base LLM
+    mixed = model.generate(audio=[wave, None], prompt=[None, "the red cat ran"], max_new_tokens=MAX_NEW)
+    assert mixed == [merged.generate(audio=wave, max_new_tokens=MAX_NEW), expected]
     assert (
-        model.generate(prompt="the red cat ran", max_new_tokens=MAX_NEW) != expected
-    )  # LoRA changes text too
+        merged.generate(prompt="the red cat ran", max_new_tokens=MAX_NEW) != expected
+    )  # merged, LoRA changes text too
 
 
-def test_export_round_trips(unmerged: AuraModel, tiny_run: Path, tmp_path: Path, wave: np.ndarray) -> None:
-    expected = unmerged.generate(audio=wave, max_new_tokens=MAX_NEW)
+def test_threads_sharing_the_model_keep_text_on_the_base_llm(
+    model: AuraModel, merged: AuraModel, wave: np.ndarray
+) -> None:
+    """Switching the adapter off is model-wide: a text-only call in one thread must not run while an audio
+    call in another has LoRA on (or switch it off under it)."""
+    spoken = merged.generate(audio=wave, max_new_tokens=MAX_NEW)
+    typed = model.generate(prompt="the red cat ran", max_new_tokens=MAX_NEW)
+    with ThreadPoolExecutor(4) as pool:
+        audio_calls = [pool.submit(model.generate, audio=wave, max_new_tokens=MAX_NEW) for _ in range(8)]
+        text_calls = [
+            pool.submit(lambda: "".join(model.stream(prompt="the red cat ran", max_new_tokens=MAX_NEW)))
+            for _ in range(8)
+        ]
+        assert [c.result() for c in audio_calls] == [spoken] * 8
+        assert [c.result() for c in text_calls] == [typed] * 8
+
+
+def test_export_round_trips(model: AuraModel, tiny_run: Path, tmp_path: Path, wave: np.ndarray) -> None:
+    expected = model.generate(audio=wave, max_new_tokens=MAX_NEW)
     source = AuraModel.from_pretrained(tiny_run, merge=False)
     source.export(tmp_path / "plain", merge=False)
     assert (
@@ -293,7 +315,10 @@ def test_run_trained_by_aura_train(tmp_path_factory: pytest.TempPathFactory, tmp
     run = tiny_runs(tmp_path_factory).aura
     wave = tone_clip(1.0, 21)
     unmerged_answer = AuraModel.from_pretrained(run, merge=False).generate(audio=wave, max_new_tokens=MAX_NEW)
-    assert AuraModel.from_pretrained(run).generate(audio=wave, max_new_tokens=MAX_NEW) == unmerged_answer
+    assert (
+        AuraModel.from_pretrained(run, merge=True).generate(audio=wave, max_new_tokens=MAX_NEW)
+        == unmerged_answer
+    )
     result = CliRunner().invoke(
         app, ["export", "--model", str(run), "--out", str(tmp_path / "out"), "--merge"]
     )

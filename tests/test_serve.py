@@ -6,6 +6,7 @@ from __future__ import annotations
 import base64
 import io
 import socket
+import subprocess
 import threading
 import time
 from collections.abc import Iterator
@@ -20,8 +21,11 @@ import uvicorn
 from conftest import aura_serve, tone_clip
 from tiny_runs import tiny_runs
 
+from aura.config import load_config
 from aura.features import SAMPLE_RATE, load_audio
-from aura.infer import AuraModel, GenerationRequest, GenerationResult
+from aura.infer import AuraModel, GenerationRequest, GenerationResult, stop_token_ids
+from aura.llm import load_llm
+from aura.registry import DEFAULT_CHECKPOINT, resolve_checkpoint
 from aura.serve import create_app
 
 KEY = "sk-test-key"
@@ -178,6 +182,17 @@ def test_models_and_health(client: openai.OpenAI, server: str) -> None:
     assert httpx.get(f"{server}/health").json()["status"] == "ok"
 
 
+def test_voice_page_is_served_without_a_key(server: str) -> None:
+    """The page and its two files come from the package; only its /v1 requests need the key."""
+    page = httpx.get(f"{server}/")
+    assert page.status_code == 200 and page.headers["content-type"].startswith("text/html")
+    for asset, kind in (("app.js", "javascript"), ("style.css", "text/css")):
+        assert f"/web/{asset}" in page.text
+        served = httpx.get(f"{server}/web/{asset}")
+        assert served.status_code == 200 and kind in served.headers["content-type"] and served.text.strip()
+    assert "not found" in error_of(httpx.get(f"{server}/web/missing.js"), 404).lower()
+
+
 def error_of(response: httpx.Response, status: int) -> str:
     assert response.status_code == status, response.text
     error = response.json()["error"]
@@ -244,3 +259,77 @@ def test_aura_serve_command(tmp_path_factory: pytest.TempPathFactory) -> None:
             model="run", messages=audio_message(wav_bytes(0.5)), max_tokens=3
         )
         assert answer.usage.completion_tokens >= 1 and answer.model == run.name
+
+
+TEXT_QUESTIONS = ("What is the capital of France?", "What is 7 times 8?", "List three colors.")
+
+
+def base_llm_answers(max_new_tokens: int) -> list[tuple[str, int]]:
+    """(text, token count) of the shipped checkpoint's base LLM answering `TEXT_QUESTIONS` greedily, run by
+    plain transformers on the same messages through the same chat template."""
+    config = load_config(resolve_checkpoint(DEFAULT_CHECKPOINT) / "config.yaml")
+    llm, tokenizer = load_llm(config.model.llm)
+    stops = stop_token_ids(llm, tokenizer)
+    answers = []
+    for question in TEXT_QUESTIONS:
+        ids = tokenizer.apply_chat_template(
+            [{"role": "user", "content": question}],
+            add_generation_prompt=True,
+            return_tensors="pt",
+            return_dict=True,
+        )
+        out = llm.generate(**ids, max_new_tokens=max_new_tokens, do_sample=False, eos_token_id=sorted(stops))
+        tokens = [t for t in out[0, ids["input_ids"].shape[1] :].tolist() if t not in stops]
+        answers.append((tokenizer.decode(tokens, skip_special_tokens=True), len(tokens)))
+    return answers
+
+
+@pytest.mark.real
+def test_text_chat_through_aura_serve_is_the_base_llm(tmp_path: Path) -> None:
+    """`aura serve` with default options on the shipped checkpoint: text-only chat, plain and streamed, and
+    text-only requests batched together with a spoken one, answer token for token like the base LLM."""
+    max_tokens = 24
+    expected = base_llm_answers(max_tokens)
+    assert "Paris" in expected[0][0]
+    spoken = tmp_path / "question.wav"
+    subprocess.run(["espeak-ng", "-w", str(spoken), "What is the capital of Peru?"], check=True)
+    with aura_serve() as url:
+        client = openai.OpenAI(base_url=f"{url}/v1", api_key="none", max_retries=0)
+
+        def ask(question: str) -> tuple[str, int]:
+            answer = client.chat.completions.create(
+                model=DEFAULT_CHECKPOINT,
+                messages=[{"role": "user", "content": question}],
+                max_tokens=max_tokens,
+            )
+            return answer.choices[0].message.content, answer.usage.completion_tokens
+
+        def ask_streaming(question: str) -> tuple[str, int]:
+            chunks = list(
+                client.chat.completions.create(
+                    model=DEFAULT_CHECKPOINT,
+                    messages=[{"role": "user", "content": question}],
+                    max_tokens=max_tokens,
+                    stream=True,
+                    stream_options={"include_usage": True},
+                )
+            )
+            text = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
+            return text, chunks[-1].usage.completion_tokens
+
+        assert [ask(q) for q in TEXT_QUESTIONS] == expected
+        assert [ask_streaming(q) for q in TEXT_QUESTIONS] == expected
+        # text-only requests arriving with a spoken one: the server batches them, the text rows stay the base LLM
+        before = httpx.get(f"{url}/health").json()["batches"]
+        spoken_message = audio_message(spoken.read_bytes(), "Answer the spoken question in a few words.")
+        with ThreadPoolExecutor(4) as pool:
+            heard = pool.submit(
+                client.chat.completions.create,
+                model=DEFAULT_CHECKPOINT,
+                messages=spoken_message,
+                max_tokens=8,
+            )
+            texts = list(pool.map(ask_streaming, TEXT_QUESTIONS))
+        assert texts == expected
+        assert heard.result().choices[0].message.content.strip()
+        assert httpx.get(f"{url}/health").json()["batches"] - before < 1 + len(TEXT_QUESTIONS)
