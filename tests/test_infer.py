@@ -269,6 +269,17 @@ def test_cli_error_is_one_line(
     assert exit_info.value.code == 1
     err = " ".join(capsys.readouterr().err.split())  # rich wraps long lines
     assert "x.wav: no such file" in err and "Traceback" not in err
+    cut = tmp_path / "cut.wav"
+    sf.write(cut, tone_clip(2.0, 1), SAMPLE_RATE)
+    cut.write_bytes(cut.read_bytes()[:3000])
+    monkeypatch.setattr(sys, "argv", ["aura", "generate", "--model", str(tiny_run), "--audio", str(cut)])
+    with pytest.raises(SystemExit):
+        main()
+    err = " ".join(capsys.readouterr().err.split())
+    assert (
+        "cut.wav: the file is truncated: its header declares 2.000 s of audio but it holds only 0.092 s"
+        in err
+    )
 
 
 @pytest.mark.real
