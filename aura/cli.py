@@ -125,7 +125,10 @@ def serve(
         25.0, "--max-body-mb", min=0.001, help="Largest request body accepted."
     ),
     max_audio_seconds: float = typer.Option(
-        300.0, "--max-audio-seconds", min=1.0, help="Most audio one request may carry, all its parts together."
+        300.0,
+        "--max-audio-seconds",
+        min=1.0,
+        help="Most audio one request may carry, all its parts together.",
     ),
     max_audio_parts: int = typer.Option(
         16, "--max-audio-parts", min=1, help="Most input_audio parts in one request."

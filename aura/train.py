@@ -13,13 +13,21 @@ global micro-batch counter (sharded by rank), so a checkpoint's (step, counter, 
 RNG) continue the exact same run.
 
 RUN_DIR holds: config.yaml, metrics.csv, tb/ (TensorBoard), checkpoints/step-N/, final/ (inference
-checkpoint: adapter + embedding + config; no teacher or heads) and heads.safetensors (for diagnosis).
+checkpoint: adapter + embedding + config; no teacher or heads), heads.safetensors (for diagnosis) and
+finished.json (the step final/ was written at).
+
+A run folder is recoverable whenever the process dies: every file is written whole or not at all (to a
+`.tmp` name, then renamed), a checkpoint is complete only once its `state.pt` is in place, and
+`--resume` continues from the last complete checkpoint, or starts again from step 0 when there is none
+yet. A finished run is left alone by `--resume`.
 """
 
 from __future__ import annotations
 
 import csv
+import json
 import math
+import os
 import random
 import shutil
 import time
@@ -30,7 +38,7 @@ from typing import Any
 
 import numpy as np
 import torch
-from accelerate import Accelerator
+from accelerate import Accelerator, PartialState
 from accelerate.state import AcceleratorState, GradientState
 from accelerate.utils import set_seed
 from peft import set_peft_model_state_dict
@@ -65,6 +73,7 @@ from aura.teacher_cache import TeacherCache
 
 CHECKPOINTS = "checkpoints"
 METRICS_FILE = "metrics.csv"
+FINISHED_FILE = "finished.json"
 
 
 class TrainError(ValueError):
@@ -237,6 +246,46 @@ def last_checkpoint(run_dir: Path) -> Path | None:
     return (_checkpoints(run_dir) or [None])[-1]
 
 
+def _checkpoint_step(folder: Path) -> int:
+    return int(folder.name[5:])
+
+
+def finished_step(run_dir: Path) -> int | None:
+    """The step at which the run last wrote final/ and stopped (None while it is unfinished)."""
+    marker = Path(run_dir) / FINISHED_FILE
+    return int(json.loads(marker.read_text())["step"]) if marker.is_file() else None
+
+
+def finished_message(run_dir: Path, config: AuraConfig) -> str | None:
+    """Why `--resume` has nothing to do in `run_dir` (it is finished), with how to go on; None otherwise.
+
+    A run paused part-way along a longer schedule (`train.schedule_steps`) is continued by a larger
+    `train.max_steps`; any other finished run is continued by a new run starting from it.
+    """
+    run_dir = Path(run_dir)
+    step = finished_step(run_dir)
+    if step is None:
+        return None
+    checkpoint = last_checkpoint(run_dir)
+    paused = checkpoint is not None and _checkpoint_step(checkpoint) == step
+    if paused and config.train.max_steps > step:
+        return None
+    how = f"start a new run from it: aura train --out NEW_RUN_DIR train.init_from={run_dir} ..."
+    if paused:
+        how += f"; or continue its schedule with --resume train.max_steps=N (N > {step})"
+    return (
+        f"{run_dir}: this run is finished (step {step}, inference checkpoint in {run_dir / 'final'}); "
+        f"--resume has nothing to continue and changed nothing. To train further, {how}."
+    )
+
+
+def _write_atomic(path: Path, write: Any) -> None:
+    """`write(tmp_path)`, then rename it over `path`: a kill leaves the old file or the new, never half."""
+    tmp = path.with_name(path.name + ".tmp")
+    write(tmp)
+    os.replace(tmp, path)
+
+
 def _checkpoints(run_dir: Path) -> list[Path]:
     """Complete checkpoints, oldest first (a `.tmp` folder is an interrupted save, never used)."""
     folder = run_dir / CHECKPOINTS
@@ -324,8 +373,10 @@ class Trainer:
         )
         self.model, self.optimizer = self.acc.prepare(self.module, optimizer)
         self.step, self.micro, self.perms = 0, 0, {}
-        if resume:
+        if resume and last_checkpoint(self.run_dir) is not None:
             self._resume()
+        else:
+            self._start_over(resume)
         if self.acc.is_main_process:
             self.run_dir.mkdir(parents=True, exist_ok=True)
             cfg.save(self.run_dir / "config.yaml")
@@ -361,15 +412,10 @@ class Trainer:
                 f"train.schedule_steps={cfg.train.schedule_steps} is shorter than train.max_steps="
                 f"{cfg.train.max_steps}: the learning rate would be 0 past it. Raise it or leave it unset."
             )
-        if resume and last_checkpoint(self.run_dir) is None:
-            raise TrainError(
-                f"{self.run_dir}: no checkpoint to resume from (looked in {self.run_dir / CHECKPOINTS})."
-            )
-        if (
-            not resume
-            and (self.run_dir / CHECKPOINTS).is_dir()
-            and any((self.run_dir / CHECKPOINTS).iterdir())
-        ):
+        started = last_checkpoint(self.run_dir) is not None or finished_step(self.run_dir) is not None
+        if resume and (message := finished_message(self.run_dir, cfg)) is not None:
+            raise TrainError(message)
+        if not resume and started:
             raise TrainError(
                 f"{self.run_dir}: already holds a run; pass --resume to continue it or choose a new --out."
             )
@@ -431,6 +477,7 @@ class Trainer:
         }
 
     def _save_checkpoint(self) -> None:
+        """checkpoints/step-N/, built in step-N.tmp/ and renamed when whole; state.pt is written last."""
         folder = self.run_dir / CHECKPOINTS / f"step-{self.step:07d}"
         if self.acc.is_main_process:
             tmp = folder.with_name(folder.name + ".tmp")
@@ -446,15 +493,32 @@ class Trainer:
                 "rng": _rng_state(),
             }
             torch.save(state, tmp / "state.pt")
-            shutil.rmtree(folder, ignore_errors=True)
+            _discard(folder)
             tmp.rename(folder)
             for old in _checkpoints(self.run_dir)[:-2]:  # keep the last two
-                shutil.rmtree(old, ignore_errors=True)
+                _discard(old)
+        self.acc.wait_for_everyone()
+
+    def _start_over(self, resume: bool) -> None:
+        """Step 0 in a folder that may hold an interrupted start: drop its half-written checkpoint and its
+        metric rows, so the new start reads like a first one."""
+        if resume:
+            self.acc.print(
+                f"{self.run_dir}: no complete checkpoint yet (the run stopped before or during its first save); "
+                "starting again from step 0."
+            )
+        if self.acc.is_main_process:
+            for leftover in [
+                *(self.run_dir / CHECKPOINTS).glob("*.tmp"),
+                *(self.run_dir / CHECKPOINTS).glob("*.old"),
+            ]:
+                shutil.rmtree(leftover, ignore_errors=True)
+            (self.run_dir / METRICS_FILE).unlink(missing_ok=True)
         self.acc.wait_for_everyone()
 
     def _resume(self) -> None:
         folder = last_checkpoint(self.run_dir)
-        assert folder is not None  # checked in _check
+        assert folder is not None  # checked by the caller
         weights = load_file(str(folder / "trainable.safetensors"))
         missing = set(self._trainable()) - set(weights)
         if missing:
@@ -468,6 +532,8 @@ class Trainer:
         self.step, self.micro = state["step"], state["micro"]
         _set_rng_state(state["rng"])
         if self.acc.is_main_process:
+            # a paused run goes on: it is unfinished again until its new final/ is written
+            (self.run_dir / FINISHED_FILE).unlink(missing_ok=True)
             self._truncate_metrics()
             self.acc.print(f"resumed from {folder} (step {self.step})")
             self._warn_if_schedule_changed(folder, state.get("schedule_steps", self.schedule_steps))
@@ -494,10 +560,14 @@ class Trainer:
         with path.open() as handle:
             rows = list(csv.DictReader(handle))
             fields = list(rows[0].keys()) if rows else []
-        with path.open("w", newline="") as handle:
-            writer = csv.DictWriter(handle, fieldnames=fields)
-            writer.writeheader()
-            writer.writerows(r for r in rows if int(r["step"]) <= self.step)
+
+        def write(tmp: Path) -> None:
+            with tmp.open("w", newline="") as handle:
+                writer = csv.DictWriter(handle, fieldnames=fields)
+                writer.writeheader()
+                writer.writerows(r for r in rows if int(r["step"]) <= self.step)
+
+        _write_atomic(path, write)
 
     # ------------------------------------------------------------------ data
     def _mel(self, clip: Clip) -> torch.Tensor:
@@ -620,10 +690,14 @@ class Trainer:
                 with path.open() as handle:
                     old = list(csv.DictReader(handle))
                 fields = _column_order({**{k: 0 for r in old for k in r}, **row})
-                with path.open("w", newline="") as handle:
-                    writer = csv.DictWriter(handle, fieldnames=fields, restval="")
-                    writer.writeheader()
-                    writer.writerows(old)
+
+                def write(tmp: Path) -> None:
+                    with tmp.open("w", newline="") as handle:
+                        writer = csv.DictWriter(handle, fieldnames=fields, restval="")
+                        writer.writeheader()
+                        writer.writerows(old)
+
+                _write_atomic(path, write)
         with path.open("a", newline="") as handle:
             writer = csv.DictWriter(handle, fieldnames=fields, restval="")
             if path.stat().st_size == 0:
@@ -661,15 +735,32 @@ class Trainer:
             self._write_row(row)
 
     def _finish(self) -> Path:
-        """final/ (inference checkpoint) and heads.safetensors beside it."""
+        """final/ (inference checkpoint), heads.safetensors beside it, then finished.json: each whole."""
         final = self.run_dir / "final"
         if self.acc.is_main_process:
-            student = self.acc.unwrap_model(self.model).student
-            student.save_pretrained(final)
+            module = self.acc.unwrap_model(self.model)
+            tmp = final.with_name("final.new")
+            shutil.rmtree(tmp, ignore_errors=True)
+            module.student.save_pretrained(tmp)
+            _discard(final)
+            tmp.rename(final)
             if self.heads is not None:
-                self.acc.unwrap_model(self.model).heads.save(self.run_dir / HEADS_FILE)
+                _write_atomic(self.run_dir / HEADS_FILE, module.heads.save)
+            _write_atomic(
+                self.run_dir / FINISHED_FILE,
+                lambda tmp: tmp.write_text(json.dumps({"step": self.step}) + "\n"),
+            )
         self.acc.wait_for_everyone()
         return final
+
+
+def _discard(folder: Path) -> None:
+    """Delete a folder by first renaming it out of sight, so a kill mid-delete leaves no half folder."""
+    if folder.exists():
+        doomed = folder.with_name(folder.name + ".old")
+        shutil.rmtree(doomed, ignore_errors=True)
+        folder.rename(doomed)
+        shutil.rmtree(doomed)
 
 
 def _column_order(row: dict[str, Any]) -> list[str]:
@@ -708,5 +799,9 @@ def train(
     """Train per `config` into `run_dir` (or continue its last checkpoint) and return `run_dir/final`.
 
     `teacher`, `llm`, `tokenizer` replace the models named in the config (tests use tiny random ones).
+    `resume` on a finished run changes nothing: it says so (and how to train further) and returns final/.
     """
+    if resume and (message := finished_message(Path(run_dir), config)) is not None:
+        PartialState().print(message)
+        return Path(run_dir) / "final"
     return Trainer(config, run_dir, resume, teacher, llm, tokenizer, progress).run()

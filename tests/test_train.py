@@ -3,9 +3,12 @@ from __future__ import annotations
 import csv
 import json
 import os
+import random
 import shutil
 import subprocess
 import sys
+import time
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -13,13 +16,14 @@ import torch
 from conftest import build_tiny_llm, build_tiny_teacher, build_tiny_tokenizer, make_manifest, tone_clip
 from safetensors import safe_open
 from safetensors.torch import load_file
+from tiny_runs import TinyRuns, tiny_runs
 from typer.testing import CliRunner
 
 from aura.cli import app
 from aura.config import ConfigError, load_config
 from aura.distill import DistillHeads, reading_loss
 from aura.student import AuraStudent, decoder_layers
-from aura.train import TrainError, TrainModule, train
+from aura.train import TrainError, TrainModule, last_checkpoint, train
 
 TINY = [
     "model.lora_rank=4",
@@ -327,7 +331,7 @@ def test_cli_errors(tmp_path: Path) -> None:
     result = runner.invoke(
         app, ["train", "--out", str(tmp_path / "r"), "--resume", f"data.train={tmp_path}/m.jsonl"]
     )
-    assert result.exit_code != 0 and "no checkpoint" in str(result.exception)
+    assert result.exit_code != 0 and "m.jsonl" in str(result.exception)
     no_heads = ["model.arch=bridge", "train.stage=joint", "distill.decoder_weight=0.1"]
     result = runner.invoke(
         app, ["train", "--out", str(tmp_path / "r"), f"data.train={tmp_path}/m.jsonl", *no_heads]
@@ -378,3 +382,131 @@ def test_heads_only_warmup_leaves_the_student_untouched(data: tuple[Path, Path],
     assert all(not v.any() for k, v in adapter.items() if "lora_B" in k)  # LoRA B starts at zero, still zero
     rows = _rows(tmp_path / "run")
     assert float(rows[-1]["lr"]) == 0 and float(rows[-1]["head_lr"]) > 0  # while the heads do learn
+
+
+# ---------------------------------------------------------------- killed runs (real processes, SIGKILL)
+
+KILL_STEPS, KILL_SAVE_EVERY = 12, 4
+
+
+def _cli_args(runs: TinyRuns, run_dir: Path, cache: Path) -> list[str]:
+    return [
+        sys.executable,
+        "-m",
+        "aura.cli",
+        "train",
+        "--out",
+        str(run_dir),
+        "--quiet",
+        f"model.llm={runs.llm}",
+        f"model.teacher={runs.whisper}",
+        f"data.train={runs.manifest}",
+        f"distill.cache_dir={cache}",
+        "model.lora_layers=2",
+        *TINY[:2],
+        "train.batch_size=2",
+        f"train.max_steps={KILL_STEPS}",
+        f"train.save_every={KILL_SAVE_EVERY}",
+        "train.log_every=2",
+        "train.warmup_steps=2",
+    ]
+
+
+def _env() -> dict[str, str]:
+    return {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(Path(__file__).parents[1])}
+
+
+def _kill_when(command: list[str], ready: Callable[[], bool], timeout: float = 120) -> str:
+    """Start `aura train`, SIGKILL it the moment `ready()` holds (polled as fast as Python can); its stdout."""
+    process = subprocess.Popen(command, env=_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + timeout
+    try:
+        while not ready():
+            assert process.poll() is None, f"finished before the kill point: {process.stderr.read()[-2000:]}"
+            assert time.monotonic() < deadline, "the kill point never came"
+    finally:
+        process.kill()
+        out, _ = process.communicate()
+    return out
+
+
+def _logged_steps(run_dir: Path) -> int:
+    path = run_dir / "metrics.csv"
+    try:
+        return max((int(r["step"]) for r in _rows(run_dir)), default=0) if path.is_file() else 0
+    except (ValueError, KeyError):  # a row being written
+        return 0
+
+
+def _final_weights(run_dir: Path) -> dict[str, torch.Tensor]:
+    return {
+        f"{name}/{key}": value
+        for name in ("adapter_model.safetensors", "audio_embedding.safetensors")
+        for key, value in load_file(run_dir / "final" / name).items()
+    }
+
+
+@pytest.fixture(scope="module")
+def uninterrupted(tmp_path_factory: pytest.TempPathFactory) -> tuple[TinyRuns, Path, Path]:
+    """The tiny model folders, a teacher cache, and the same CLI run done without interruption."""
+    runs = tiny_runs(tmp_path_factory)
+    root = tmp_path_factory.mktemp("kills")
+    cache, reference = root / "cache", root / "reference"
+    done = subprocess.run(
+        _cli_args(runs, reference, cache), env=_env(), capture_output=True, text=True, timeout=300
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    return runs, cache, reference
+
+
+def test_a_run_killed_anywhere_resumes_to_the_uninterrupted_result(
+    uninterrupted: tuple[TinyRuns, Path, Path], tmp_path: Path
+) -> None:
+    """SIGKILL inside the first checkpoint save, then at a random step of the restarted run; each time
+    `--resume` carries on (from step 0 while no checkpoint is complete, saying so), and the result equals
+    the run that was never interrupted."""
+    runs, cache, reference = uninterrupted
+    run = tmp_path / "run"
+    command = _cli_args(runs, run, cache)
+    first_save = run / "checkpoints" / f"step-{KILL_SAVE_EVERY:07d}.tmp"
+    for _ in range(5):  # the save lasts milliseconds: retry until the kill lands inside it
+        _kill_when(command, first_save.exists)
+        if last_checkpoint(run) is None:
+            break
+        shutil.rmtree(run)
+    assert first_save.exists() and last_checkpoint(run) is None, "no kill landed inside the first save"
+    assert not (run / "final").exists()
+
+    kill_at = random.Random().randint(KILL_SAVE_EVERY + 1, KILL_STEPS - 1)
+    said = _kill_when([*command, "--resume"], lambda: _logged_steps(run) >= kill_at)
+    assert "no complete checkpoint yet" in said and "starting again from step 0" in " ".join(said.split())
+    assert not first_save.exists() and not (run / "final").exists()
+    resumed = subprocess.run([*command, "--resume"], env=_env(), capture_output=True, text=True, timeout=300)
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    assert "resumed from" in resumed.stdout
+    want, got = _final_weights(reference), _final_weights(run)
+    assert want.keys() == got.keys()
+    diff = max(float((want[k] - got[k]).abs().max()) for k in want)
+    assert diff < 1e-6, f"killed at step {kill_at}: max abs diff {diff}"
+    assert [(r["step"], r["loss"]) for r in _rows(run)] == [(r["step"], r["loss"]) for r in _rows(reference)]
+
+
+def test_resume_on_a_finished_run_changes_nothing(
+    uninterrupted: tuple[TinyRuns, Path, Path], tmp_path: Path
+) -> None:
+    runs, cache, reference = uninterrupted
+    run = tmp_path / "finished"
+    shutil.copytree(reference, run)
+    before = {p: (p.stat().st_mtime_ns, p.read_bytes()) for p in run.rglob("*") if p.is_file()}
+    again = subprocess.run(
+        [*_cli_args(runs, run, cache), "--resume"], env=_env(), capture_output=True, text=True, timeout=300
+    )
+    assert again.returncode == 0, again.stderr[-3000:]
+    said = " ".join(again.stdout.split())
+    assert f"this run is finished (step {KILL_STEPS}" in said and "changed nothing" in said
+    assert f"train.init_from={run}" in said
+    assert {p: (p.stat().st_mtime_ns, p.read_bytes()) for p in run.rglob("*") if p.is_file()} == before
+    fresh = subprocess.run(
+        _cli_args(runs, run, cache), env=_env(), capture_output=True, text=True, timeout=300
+    )
+    assert fresh.returncode == 1 and "already holds a run; pass --resume" in " ".join(fresh.stderr.split())
