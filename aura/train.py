@@ -40,7 +40,7 @@ import numpy as np
 import torch
 from accelerate import Accelerator, PartialState
 from accelerate.state import AcceleratorState, GradientState
-from accelerate.utils import set_seed
+from accelerate.utils import DistributedType, FullyShardedDataParallelPlugin, set_seed
 from peft import set_peft_model_state_dict
 from safetensors.torch import load_file, save_file
 from torch import nn
@@ -67,6 +67,7 @@ from aura.student import (
     AuraStudent,
     CheckpointError,
     decoder_layers,
+    submodule_state,
     with_transcript,
 )
 from aura.teacher_cache import TeacherCache
@@ -74,6 +75,7 @@ from aura.teacher_cache import TeacherCache
 CHECKPOINTS = "checkpoints"
 METRICS_FILE = "metrics.csv"
 FINISHED_FILE = "finished.json"
+SHARDED = "sharded"  # a sharded (FSDP) run's checkpoint: one file per process, torch.distributed.checkpoint
 
 
 class TrainError(ValueError):
@@ -101,6 +103,11 @@ class TrainModule(nn.Module):
     ) -> None:
         super().__init__()
         self.student, self.heads, self.config = student, heads, config
+        # FSDP's transformer wrap policy shards each of these (the LLM's decoder block classes) on its own
+        self._no_split_modules = list(getattr(student.llm.get_base_model(), "_no_split_modules", None) or [])
+        # the distillation stage ends the LLM's forward after block N by raising from a hook; FSDP cannot
+        # reshard a forward cut short, so a sharded run computes (and ignores) the later blocks instead
+        self.stop_after_blocks = True
         self.reader = reader  # not a submodule: the frozen teacher is neither trained nor synced
         self.ctc_blank = ctc_blank(student.tokenizer)
 
@@ -147,7 +154,9 @@ class TrainModule(nn.Module):
                 loss = loss + cfg.train.read_weight * read
                 out["read_loss"] = read.detach()
         else:
-            states = self.student.hidden_states(batch, layers, blocks=self.student.num_blocks)
+            states = self.student.hidden_states(
+                batch, layers, blocks=self.student.num_blocks if self.stop_after_blocks else None
+            )
             loss = torch.zeros((), device=batch.embeds.device)
         if layers:
             distill, metrics = distill_terms(
@@ -230,6 +239,21 @@ def _batch_indices(
             ).tolist()
         out.append(perms[epoch][p % n])
     return out
+
+
+def _shard_on_cpu_if_asked(acc: Accelerator) -> None:
+    """Run FSDP on a CPU (gloo) process group when the launch config asks for it.
+
+    `accelerate launch` with an FSDP config sets ACCELERATE_USE_FSDP, but Accelerate forms FSDP only on
+    accelerators; on CPUs it would quietly train plain DDP. torch's `fully_shard` runs on gloo, so the
+    process group is promoted to FSDP and the one recipe shards on CPUs as on GPUs.
+    """
+    wanted = os.environ.get("ACCELERATE_USE_FSDP", "false").lower() == "true"
+    if wanted and acc.distributed_type == DistributedType.MULTI_CPU:
+        # both singletons: every AcceleratorState() copies the process state's type over its own
+        PartialState._shared_state["distributed_type"] = DistributedType.FSDP
+        acc.state.distributed_type = DistributedType.FSDP
+        acc.state.fsdp_plugin = FullyShardedDataParallelPlugin()
 
 
 def _rng_state() -> dict[str, Any]:
@@ -325,6 +349,7 @@ class Trainer:
             # to form a CPU (gloo) process group, else each would train alone
             cpu=not torch.accelerator.is_available(),
         )
+        _shard_on_cpu_if_asked(self.acc)
         set_seed(cfg.train.seed)
         self.train_clips = _load_clips(cfg.data.train, cfg.data.max_audio_seconds, "training")
         self.dev_clips = _load_clips(cfg.data.dev, cfg.data.max_audio_seconds, "dev") if cfg.data.dev else []
@@ -371,6 +396,11 @@ class Trainer:
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(
             optimizer, [_lr_lambda(d, cfg.train.warmup_steps, self.schedule_steps) for d in delays]
         )
+        self.trainable_names = {n for n, p in self.module.named_parameters() if p.requires_grad}
+        if self.acc.distributed_type == DistributedType.FSDP and not self.acc.is_fsdp2:
+            raise TrainError("aura train shards with FSDP2: set `fsdp_version: 2` in the accelerate config.")
+        self.sharded = self.acc.is_fsdp2
+        self.module.stop_after_blocks = not self.sharded
         self.model, self.optimizer = self.acc.prepare(self.module, optimizer)
         self.step, self.micro, self.perms = 0, 0, {}
         if resume and last_checkpoint(self.run_dir) is not None:
@@ -472,19 +502,50 @@ class Trainer:
 
     # ------------------------------------------------------------------ checkpoints
     def _trainable(self) -> dict[str, torch.Tensor]:
+        """The trainable weights as whole tensors (a sharded run gathers them: call it on every rank;
+        rank 0 gets them)."""
+        if self.sharded:
+            return {k: v for k, v in self._gathered().items() if k in self.trainable_names}
         return {
             n: p.detach().cpu().contiguous() for n, p in self.module.named_parameters() if p.requires_grad
+        }
+
+    def _gathered(self) -> dict[str, torch.Tensor]:
+        """Every weight of the sharded module, whole, on rank 0's CPU (collective: all ranks call it)."""
+        from torch.distributed.checkpoint.state_dict import StateDictOptions, get_model_state_dict
+
+        return get_model_state_dict(
+            self.model, options=StateDictOptions(full_state_dict=True, cpu_offload=True)
+        )
+
+    def _sharded_state(self) -> dict[str, Any]:
+        """This rank's shards of the trainable weights and of the optimizer, keyed by parameter name."""
+        from torch.distributed.checkpoint.state_dict import get_state_dict
+
+        weights, optimizer = get_state_dict(self.model, self.optimizer)
+        return {
+            "model": {k: v for k, v in weights.items() if k in self.trainable_names},
+            "optimizer": optimizer,
         }
 
     def _save_checkpoint(self) -> None:
         """checkpoints/step-N/, built in step-N.tmp/ and renamed when whole; state.pt is written last."""
         folder = self.run_dir / CHECKPOINTS / f"step-{self.step:07d}"
+        tmp = folder.with_name(folder.name + ".tmp")
+        if self.sharded:  # every rank writes its own shard into the folder rank 0 made
+            import torch.distributed.checkpoint as dcp
+
+            if self.acc.is_main_process:
+                shutil.rmtree(tmp, ignore_errors=True)
+                tmp.mkdir(parents=True)
+            self.acc.wait_for_everyone()
+            dcp.save(self._sharded_state(), checkpoint_id=str(tmp / SHARDED))
         if self.acc.is_main_process:
-            tmp = folder.with_name(folder.name + ".tmp")
-            shutil.rmtree(tmp, ignore_errors=True)
-            tmp.mkdir(parents=True)
-            save_file(self._trainable(), str(tmp / "trainable.safetensors"))
-            torch.save(self.optimizer.state_dict(), tmp / "optimizer.pt")
+            if not self.sharded:
+                shutil.rmtree(tmp, ignore_errors=True)
+                tmp.mkdir(parents=True)
+                save_file(self._trainable(), str(tmp / "trainable.safetensors"))
+                torch.save(self.optimizer.state_dict(), tmp / "optimizer.pt")
             state = {
                 "step": self.step,
                 "micro": self.micro,
@@ -519,14 +580,25 @@ class Trainer:
     def _resume(self) -> None:
         folder = last_checkpoint(self.run_dir)
         assert folder is not None  # checked by the caller
-        weights = load_file(str(folder / "trainable.safetensors"))
-        missing = set(self._trainable()) - set(weights)
-        if missing:
-            raise TrainError(
-                f"{folder}: checkpoint lacks {len(missing)} trainable weights of this config, e.g. {sorted(missing)[0]}."
+        if (folder / SHARDED).is_dir() != self.sharded:
+            written, now = (
+                ("a sharded (FSDP)", "without") if (folder / SHARDED).is_dir() else ("an unsharded", "with")
             )
-        self.module.load_state_dict(weights, strict=False)
-        self.optimizer.load_state_dict(torch.load(folder / "optimizer.pt", weights_only=False))
+            raise TrainError(
+                f"{folder}: written by {written} run, resumed {now} FSDP; resume it under the accelerate "
+                "config it was trained with."
+            )
+        if self.sharded:
+            self._resume_sharded(folder)
+        else:
+            weights = load_file(str(folder / "trainable.safetensors"))
+            missing = self.trainable_names - set(weights)
+            if missing:
+                raise TrainError(
+                    f"{folder}: checkpoint lacks {len(missing)} trainable weights of this config, e.g. {sorted(missing)[0]}."
+                )
+            self.module.load_state_dict(weights, strict=False)
+            self.optimizer.load_state_dict(torch.load(folder / "optimizer.pt", weights_only=False))
         state = torch.load(folder / "state.pt", weights_only=False)
         self.scheduler.load_state_dict(state["scheduler"])
         self.step, self.micro = state["step"], state["micro"]
@@ -537,6 +609,24 @@ class Trainer:
             self._truncate_metrics()
             self.acc.print(f"resumed from {folder} (step {self.step})")
             self._warn_if_schedule_changed(folder, state.get("schedule_steps", self.schedule_steps))
+
+    def _resume_sharded(self, folder: Path) -> None:
+        """Each rank reads its shards back (same number of processes as the run that saved them)."""
+        import torch.distributed.checkpoint as dcp
+        from torch.distributed.checkpoint.state_dict import StateDictOptions, set_state_dict
+
+        state = self._sharded_state()
+        try:
+            dcp.load(state, checkpoint_id=str(folder / SHARDED))
+        except (RuntimeError, ValueError) as err:
+            raise TrainError(f"{folder}: the sharded checkpoint does not fit this run ({err}).") from err
+        set_state_dict(
+            self.model,
+            self.optimizer,
+            model_state_dict=state["model"],
+            optim_state_dict=state["optimizer"],
+            options=StateDictOptions(strict=False),
+        )
 
     def _warn_if_schedule_changed(self, folder: Path, saved: int) -> None:
         """LambdaLR keeps no horizon in its state, so a new max_steps would silently re-bend the cosine."""
@@ -735,17 +825,23 @@ class Trainer:
             self._write_row(row)
 
     def _finish(self) -> Path:
-        """final/ (inference checkpoint), heads.safetensors beside it, then finished.json: each whole."""
+        """final/ (inference checkpoint), heads.safetensors beside it, then finished.json: each whole.
+
+        A sharded run gathers its weights to rank 0 first, so it writes the same files as any other run."""
         final = self.run_dir / "final"
+        whole = self._gathered() if self.sharded else None
         if self.acc.is_main_process:
             module = self.acc.unwrap_model(self.model)
             tmp = final.with_name("final.new")
             shutil.rmtree(tmp, ignore_errors=True)
-            module.student.save_pretrained(tmp)
+            module.student.save_pretrained(
+                tmp, state_dict=None if whole is None else submodule_state(whole, "student.")
+            )
             _discard(final)
             tmp.rename(final)
             if self.heads is not None:
-                _write_atomic(self.run_dir / HEADS_FILE, module.heads.save)
+                heads = None if whole is None else submodule_state(whole, "heads.")
+                _write_atomic(self.run_dir / HEADS_FILE, lambda tmp: module.heads.save(tmp, heads))
             _write_atomic(
                 self.run_dir / FINISHED_FILE,
                 lambda tmp: tmp.write_text(json.dumps({"step": self.step}) + "\n"),

@@ -12,8 +12,16 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
+import soundfile as sf
 import torch
-from conftest import build_tiny_llm, build_tiny_teacher, build_tiny_tokenizer, make_manifest, tone_clip
+from conftest import (
+    TOY_SENTENCES,
+    build_tiny_llm,
+    build_tiny_teacher,
+    build_tiny_tokenizer,
+    make_manifest,
+    tone_clip,
+)
 from safetensors import safe_open
 from safetensors.torch import load_file
 from tiny_runs import TinyRuns, tiny_runs
@@ -21,7 +29,10 @@ from typer.testing import CliRunner
 
 from aura.cli import app
 from aura.config import ConfigError, load_config
+from aura.data.manifest import Example, write_manifest
 from aura.distill import DistillHeads, reading_loss
+from aura.features import SAMPLE_RATE
+from aura.infer import AuraModel
 from aura.student import AuraStudent, decoder_layers
 from aura.train import TrainError, TrainModule, last_checkpoint, train
 
@@ -510,3 +521,119 @@ def test_resume_on_a_finished_run_changes_nothing(
         _cli_args(runs, run, cache), env=_env(), capture_output=True, text=True, timeout=300
     )
     assert fresh.returncode == 1 and "already holds a run; pass --resume" in " ".join(fresh.stderr.split())
+
+
+# ---------------------------------------------------------------- sharded training (FSDP2, 2 CPU processes)
+
+FSDP_CONFIG = Path(__file__).parents[1] / "aura" / "recipes" / "accelerate" / "fsdp.yaml"
+FSDP_TOLERANCE = (
+    1e-5  # max abs difference of any final weight from the one-process run (float reduction order)
+)
+
+
+def _equal_clips(folder: Path) -> Path:
+    """Four clips of the same length: each rank's mean loss then weighs its clips as the one-process mean
+    does, so two processes of batch 2 take exactly the steps one process of batch 4 takes."""
+    folder.mkdir(parents=True)
+    examples = []
+    for i in range(4):
+        sf.write(folder / f"c{i}.wav", tone_clip(1.0, 40 + i), SAMPLE_RATE)
+        sentence = TOY_SENTENCES[i]
+        examples.append(
+            Example(
+                id=f"c{i}",
+                audio=str(folder / f"c{i}.wav"),
+                task="asr",
+                prompt="",
+                response=sentence,
+                transcript=sentence,
+                duration=1.0,
+            )
+        )
+    return write_manifest(examples, folder / "train.jsonl")
+
+
+def test_fsdp_recipe_trains_resumes_and_exports_like_one_process(
+    tmp_path: Path, tmp_path_factory: pytest.TempPathFactory
+) -> None:
+    runs = tiny_runs(tmp_path_factory)
+    manifest = _equal_clips(tmp_path / "data")
+    common = [
+        "--quiet",
+        f"model.llm={runs.llm}",
+        f"model.teacher={runs.whisper}",
+        f"data.train={manifest}",
+        f"distill.cache_dir={tmp_path / 'cache'}",
+        "model.lora_layers=2",
+        *TINY[:2],
+        "train.lr=3e-3",
+        "train.warmup_steps=2",
+        "train.log_every=1",
+        "train.save_every=3",
+        "train.schedule_steps=6",
+    ]
+    single = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "aura.cli",
+            "train",
+            "--out",
+            str(tmp_path / "single"),
+            *common,
+            "train.batch_size=4",
+            "train.max_steps=6",
+        ],
+        env=_env(),
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert single.returncode == 0, single.stderr[-3000:]
+    launch = [
+        sys.executable,
+        "-m",
+        "accelerate.commands.launch",
+        "--config_file",
+        str(FSDP_CONFIG),
+        "--num_processes",
+        "2",
+        "-m",
+        "aura.cli",
+        "train",
+        "--out",
+        str(tmp_path / "sharded"),
+    ]
+    first = subprocess.run(
+        [*launch, *common, "train.batch_size=2", "train.max_steps=3"],
+        env=_env(),
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert first.returncode == 0, first.stderr[-3000:]
+    checkpoint = tmp_path / "sharded" / "checkpoints" / "step-0000003"
+    assert len(list((checkpoint / "sharded").glob("*.distcp"))) == 2  # one shard per process
+    resumed = subprocess.run(
+        [*launch, "--resume", "train.max_steps=6"], env=_env(), capture_output=True, text=True, timeout=300
+    )
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    assert f"resumed from {checkpoint}" in resumed.stdout
+    want, got = _final_weights(tmp_path / "single"), _final_weights(tmp_path / "sharded")
+    assert want.keys() == got.keys()
+    diff = max(float((want[k] - got[k]).abs().max()) for k in want)
+    assert diff < FSDP_TOLERANCE, diff
+    assert any(v.abs().sum() > 0 for k, v in got.items() if "lora_B" in k)  # trained: LoRA B starts at zero
+    for one, two in zip(_rows(tmp_path / "single"), _rows(tmp_path / "sharded"), strict=True):
+        assert one["step"] == two["step"] and float(one["loss"]) == pytest.approx(
+            float(two["loss"]), rel=1e-4
+        )
+    clip = tmp_path / "data" / "c0.wav"
+    answer = CliRunner().invoke(
+        app, ["generate", "--model", str(tmp_path / "sharded"), "--audio", str(clip), "--max-new-tokens", "4"]
+    )
+    assert answer.exit_code == 0, answer.output
+    assert (
+        answer.stdout.strip()
+        == AuraModel.from_pretrained(tmp_path / "sharded").generate(audio=str(clip), max_new_tokens=4).strip()
+    )
