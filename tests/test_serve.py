@@ -7,6 +7,7 @@ import asyncio
 import base64
 import contextlib
 import io
+import json
 import socket
 import threading
 import time
@@ -15,6 +16,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import httpx
+import hypothesis.strategies as st
 import numpy as np
 import openai
 import pytest
@@ -22,6 +24,7 @@ import soundfile as sf
 import uvicorn
 from conftest import aura_serve, tone_clip
 from fastapi import FastAPI
+from hypothesis import HealthCheck, event, given, settings
 from tiny_runs import tiny_runs
 
 from aura.features import SAMPLE_RATE, load_audio
@@ -380,3 +383,135 @@ def test_aura_serve_command(tmp_path_factory: pytest.TempPathFactory) -> None:
             model="run", messages=audio_message(wav_bytes(0.5)), max_tokens=3
         )
         assert answer.usage.completion_tokens >= 1 and answer.model == run.name
+
+
+# ---------------------------------------------------------------- bounded fuzzing (hypothesis), no 5xx allowed
+
+FUZZ = settings(
+    max_examples=60,
+    deadline=None,
+    derandomize=True,  # the same cases every run: a failure is reproducible
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture],
+)
+_WAV = wav_bytes(0.4, 70)
+_AUDIO_DATA = st.sampled_from(
+    [
+        base64.b64encode(_WAV).decode(),
+        base64.b64encode(_WAV[:3000]).decode(),  # truncated
+        base64.b64encode(b"RIFF" + bytes(60)).decode(),
+        base64.b64encode(wav_bytes_of(np.zeros(800, dtype=np.float32))).decode(),  # short and silent
+        "",
+        "%%% not base64",
+    ]
+) | st.binary(max_size=64).map(lambda b: base64.b64encode(b).decode())
+_NUMBER = st.one_of(
+    st.none(),
+    st.integers(min_value=-3, max_value=6),
+    st.sampled_from([2**31, 2**63, 2**64, -(2**63) - 1, 10**30]),
+    st.floats(allow_nan=True, allow_infinity=True),
+    st.text(max_size=3),
+    st.booleans(),
+)
+_PART = st.fixed_dictionaries(
+    {"type": st.sampled_from(["text", "input_audio", "image_url", ""])},
+    optional={
+        "text": st.one_of(st.none(), st.text(max_size=20), st.just("<audio>")),
+        "input_audio": st.one_of(
+            st.none(),
+            st.fixed_dictionaries(
+                {"data": _AUDIO_DATA},
+                optional={"format": st.sampled_from(["wav", "mp3", "flac", "aiff", "WAV", ""])},
+            ),
+        ),
+    },
+)
+_MESSAGE = st.fixed_dictionaries(
+    {"role": st.sampled_from(["user", "system", "assistant", "developer", "tool", "robot"])},
+    optional={
+        "content": st.one_of(st.none(), st.text(max_size=30), st.lists(_PART, max_size=3), st.integers())
+    },
+)
+_CHAT = st.fixed_dictionaries(
+    {"messages": st.one_of(st.lists(_MESSAGE, max_size=3), st.none(), st.text(max_size=5))},
+    optional={
+        "max_tokens": _NUMBER,
+        "max_completion_tokens": _NUMBER,
+        "temperature": _NUMBER,
+        "top_p": _NUMBER,
+        "seed": _NUMBER,
+        "stream": st.one_of(st.booleans(), st.text(max_size=2)),
+        "stream_options": st.one_of(st.none(), st.fixed_dictionaries({"include_usage": st.booleans()})),
+        "model": st.text(max_size=8),
+    },
+)
+_GOOD_MESSAGES = st.sampled_from(
+    [
+        [{"role": "user", "content": "the cat sat"}],
+        [{"role": "system", "content": "be brief"}, {"role": "user", "content": "a dog ran"}],
+        audio_message(_WAV),
+        audio_message(_WAV) + [{"role": "assistant", "content": None}, {"role": "user", "content": "again"}],
+    ]
+)
+_SMALL = st.one_of(st.none(), st.integers(min_value=1, max_value=4), _NUMBER)
+_NEAR_VALID = st.fixed_dictionaries(  # accepted requests with one or two odd values: the edges of the schema
+    {"messages": _GOOD_MESSAGES, "max_tokens": st.integers(min_value=1, max_value=4)},
+    optional={
+        "temperature": st.one_of(st.floats(min_value=0, max_value=2), _NUMBER),
+        "top_p": st.one_of(st.floats(min_value=0, max_value=1), _NUMBER),
+        "seed": st.one_of(st.integers(min_value=-(2**64), max_value=2**65), _NUMBER),
+        "max_completion_tokens": _SMALL,
+        "stream": st.booleans(),
+        "stream_options": st.fixed_dictionaries({"include_usage": st.booleans()}),
+        "n": st.integers(),
+    },
+)
+_JSON = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats() | st.text(max_size=10),
+    lambda children: (
+        st.lists(children, max_size=3) | st.dictionaries(st.text(max_size=8), children, max_size=3)
+    ),
+    max_leaves=10,
+)
+
+
+def _assert_handled(reply: httpx.Response) -> None:
+    event(f"HTTP {reply.status_code}")  # the spread of answers: pytest --hypothesis-show-statistics
+    assert reply.status_code < 500, reply.text
+    if reply.status_code >= 400:
+        assert set(reply.json()["error"]) == {"message", "type", "param", "code"}
+    elif reply.headers["content-type"].startswith("text/event-stream"):
+        assert '"server_error"' not in reply.text and reply.text.rstrip().endswith("data: [DONE]")
+
+
+@settings(FUZZ, max_examples=90)
+@given(body=_NEAR_VALID | _CHAT | _JSON)
+def test_fuzzed_chat_requests_never_get_a_5xx(server: str, body: object) -> None:
+    if isinstance(body, dict) and isinstance(body.get("max_tokens"), int) and body["max_tokens"] > 6:
+        body["max_tokens"] = 6  # keep the accepted ones short: the point is the refusals
+    reply = httpx.post(
+        f"{server}/v1/chat/completions",
+        content=json.dumps(body).encode(),
+        headers={"Authorization": f"Bearer {KEY}", "Content-Type": "application/json"},
+        timeout=60,
+    )
+    _assert_handled(reply)
+
+
+@settings(FUZZ, max_examples=30)
+@given(
+    audio=st.sampled_from([_WAV, _WAV[:3000], b"", b"RIFF", wav_bytes(0.3, 71, fmt="FLAC")])
+    | st.binary(max_size=80),
+    form=st.dictionaries(
+        st.sampled_from(["model", "prompt", "response_format", "temperature", "language"]),
+        st.text(max_size=6),
+    ),
+)
+def test_fuzzed_transcriptions_never_get_a_5xx(server: str, audio: bytes, form: dict[str, str]) -> None:
+    reply = httpx.post(
+        f"{server}/v1/audio/transcriptions",
+        data=form,
+        files={"file": ("clip.wav", audio, "audio/wav")},
+        headers={"Authorization": f"Bearer {KEY}"},
+        timeout=60,
+    )
+    _assert_handled(reply)
