@@ -31,6 +31,7 @@ WINDOW_SAMPLES = WINDOW_SECONDS * SAMPLE_RATE
 WINDOW_MEL_FRAMES = WINDOW_SAMPLES // HOP_LENGTH  # 3000
 SILENCE_RMS = 1e-3  # -60 dBFS: below this a clip holds no speech a model could hear
 MIN_SOUND_SECONDS = 0.1  # shorter than this no word fits; Whisper invents one ("Thank you.")
+STREAMED_WAV_SIZE = 0x7FFF0000  # about 2 GiB: a data size this large is a streaming writer's placeholder
 # libsndfile's format names -> the names clients use (OpenAI's input_audio `format`)
 FORMAT_NAMES = {"WAV": "wav", "WAVEX": "wav", "RF64": "wav", "FLAC": "flac", "MP3": "mp3", "OGG": "ogg"}
 
@@ -115,7 +116,8 @@ def has_sound(wave: np.ndarray) -> bool:
 def _wav_shortfall(head: bytes, size: int) -> tuple[int, int] | None:
     """(declared, held) frames when a RIFF/WAVE header's data chunk is longer than the file; else None.
 
-    A data size of 0 or 0xFFFFFFFF means "unknown" (streamed WAVs) and is never a shortfall.
+    Writers that stream a WAV before knowing its length leave a placeholder size: 0, or 2 GiB and up
+    (0x7FFFF000 from espeak-ng, 0xFFFFFFFF); those mean "unknown" and are never a shortfall.
     """
     if len(head) < 12 or head[:4] != b"RIFF" or head[8:12] != b"WAVE":
         return None
@@ -131,7 +133,7 @@ def _wav_shortfall(head: bytes, size: int) -> tuple[int, int] | None:
             block = struct.unpack("<H", head[body + 12 : body + 14])[0]
         elif chunk == b"data":
             held = size - body
-            if not rate or not block or length in (0, 0xFFFFFFFF) or length - held < block:
+            if not rate or not block or length == 0 or length >= STREAMED_WAV_SIZE or length - held < block:
                 return None
             return length // block, max(held, 0) // block
         position = body + length + (length & 1)
