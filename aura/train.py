@@ -807,7 +807,8 @@ class Trainer:
                     sums[key] = sums.get(key, 0.0) + float(value)
             batches += 1
         row = {"step": self.step, **{f"dev_{k}": v / batches for k, v in sums.items()}}
-        if self.config.train.stage == "joint" and len(self.dev_clips) > 1:
+        # the listening gap calls the student's parts directly, which a sharded (FSDP) module cannot serve
+        if self.config.train.stage == "joint" and len(self.dev_clips) > 1 and not self.sharded:
             from aura.diagnose import listening
 
             heard = listening(
