@@ -32,6 +32,7 @@ import random
 import shutil
 import time
 import warnings
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -303,7 +304,7 @@ def finished_message(run_dir: Path, config: AuraConfig) -> str | None:
     )
 
 
-def _write_atomic(path: Path, write: Any) -> None:
+def _write_atomic(path: Path, write: Callable[[Path], object]) -> None:
     """`write(tmp_path)`, then rename it over `path`: a kill leaves the old file or the new, never half."""
     tmp = path.with_name(path.name + ".tmp")
     write(tmp)
