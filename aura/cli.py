@@ -125,8 +125,27 @@ def serve(
         25.0, "--max-body-mb", min=0.001, help="Largest request body accepted."
     ),
     max_audio_seconds: float = typer.Option(
-        300.0, "--max-audio-seconds", min=1.0, help="Longest clip accepted."
+        300.0,
+        "--max-audio-seconds",
+        min=1.0,
+        help="Most audio one request may carry, all its parts together.",
     ),
+    max_audio_parts: int = typer.Option(
+        16, "--max-audio-parts", min=1, help="Most input_audio parts in one request."
+    ),
+    max_request_tokens: int = typer.Option(
+        8192,
+        "--max-request-tokens",
+        min=2,
+        help="Most tokens one request may take: its prompt (text + audio) and the tokens it asks for.",
+    ),
+    max_queue: int = typer.Option(
+        64,
+        "--max-queue",
+        min=1,
+        help="Most requests waiting or running at once; more are answered 429 with Retry-After.",
+    ),
+    max_batch: int = typer.Option(8, "--max-batch", min=1, help="Most requests in one model call."),
     merge: bool = typer.Option(
         False,
         "--merge",
@@ -139,6 +158,7 @@ def serve(
     and a voice page at /."""
     from aura.infer import AuraModel
     from aura.serve import serve as run_server
+    from aura.serve_limits import Limits
 
     aura_model = AuraModel.from_pretrained(model, merge=merge)
     run_server(
@@ -148,7 +168,9 @@ def serve(
         model_name=aura_model.name,
         api_key=api_key,
         max_body_bytes=int(max_body_mb * 2**20),
-        max_audio_seconds=max_audio_seconds,
+        limits=Limits(max_audio_seconds, max_audio_parts, max_request_tokens),
+        max_queue=max_queue,
+        max_batch=max_batch,
     )
 
 

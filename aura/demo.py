@@ -110,10 +110,10 @@ def _synth_data(budget: DemoBudget, folder: Path) -> None:
 
 
 def _train(recipe: str, run_dir: Path, overrides: list[str]) -> None:
-    """Train a stage, continuing from its last checkpoint when an earlier demo run was interrupted."""
-    from aura.train import last_checkpoint, train
+    """Train a stage, continuing an earlier demo run's interrupted (or finished) one in `run_dir`."""
+    from aura.train import train
 
-    train(load_config(RECIPES / recipe, overrides), run_dir, resume=last_checkpoint(run_dir) is not None)
+    train(load_config(RECIPES / recipe, overrides), run_dir, resume=(run_dir / "config.yaml").is_file())
 
 
 def run_demo(out: str | Path = "aura-demo", quick: bool = False, fresh: bool = False) -> dict[str, Any]:

@@ -43,6 +43,15 @@ from aura.student import (
 # the first of the prompts the ASR task trains on, so transcription requests look like training data
 TRANSCRIBE_PROMPT = ASR_PROMPTS[0]
 TRAIN_CONFIG = "config.yaml"  # the training config `aura train` writes into RUN_DIR
+SEED_MIN, SEED_MAX = -(2**63), 2**64 - 1  # what torch.Generator.manual_seed accepts
+
+
+class RequestError(ValueError):
+    """A request that cannot run, naming the field at fault (the server answers it with a 400)."""
+
+    def __init__(self, field: str, message: str) -> None:
+        super().__init__(message)
+        self.field = field
 
 
 @dataclass
@@ -55,6 +64,34 @@ class GenerationRequest:
     temperature: float = 0.0  # 0 = greedy (deterministic)
     top_p: float = 1.0
     seed: int | None = None
+
+    def validate(self) -> None:
+        """Raise `RequestError` naming the first field out of range: checked before a request joins a
+        batch, so one bad value fails only its own request."""
+
+        def bad(name: str, why: str) -> RequestError:
+            return RequestError(name, f"{name} {why}")
+
+        if isinstance(self.max_new_tokens, bool) or not isinstance(self.max_new_tokens, int):
+            raise bad("max_new_tokens", f"must be an integer, got {self.max_new_tokens!r}.")
+        if self.max_new_tokens < 1:
+            raise bad("max_new_tokens", f"must be at least 1, got {self.max_new_tokens}.")
+        if not (isinstance(self.temperature, int | float) and 0 <= self.temperature < math.inf):
+            raise bad("temperature", f"must be a finite number >= 0 (0 = greedy), got {self.temperature!r}.")
+        if not (isinstance(self.top_p, int | float) and 0 < self.top_p <= 1):
+            raise bad("top_p", f"must be in (0, 1], got {self.top_p!r}.")
+        if self.seed is not None and (
+            isinstance(self.seed, bool)
+            or not isinstance(self.seed, int)
+            or not SEED_MIN <= self.seed <= SEED_MAX
+        ):
+            raise bad("seed", f"must be an integer from {SEED_MIN} to {SEED_MAX}, got {self.seed!r}.")
+        for i, message in enumerate(self.messages):
+            if not isinstance(message.get("role"), str) or not isinstance(message.get("content"), str):
+                raise bad(f"messages[{i}]", "needs a string `role` and a string `content`.")
+        for i, wave in enumerate(self.audio):
+            if not isinstance(wave, np.ndarray) or wave.ndim != 1 or wave.size == 0:
+                raise bad(f"audio[{i}]", "must be a non-empty 1-D 16-kHz float waveform.")
 
 
 @dataclass
@@ -407,6 +444,7 @@ class AuraModel:
 
         Cheap (no model call), so a server can refuse one bad request before it joins a batch.
         """
+        request.validate()
         texts, windows = self._layout(request)
         text_tokens = sum(len(self.tokenizer(t, add_special_tokens=False)["input_ids"]) for t in texts if t)
         audio_tokens = sum(math.ceil(encoder_frames(len(w)) / self.student.config.k) for w in windows)
@@ -452,8 +490,11 @@ class AuraModel:
         not wait for the longest one in its batch).
 
         Unmerged, requests with and without audio run as two batches: only the audio ones use LoRA, the
-        others run the exact base LLM. Calls from several threads wait for each other.
+        others run the exact base LLM. Calls from several threads wait for each other. A request with a
+        value out of range raises `RequestError` before any model work.
         """
+        for request in requests:
+            request.validate()
         results: list[GenerationResult | None] = [None] * len(requests)
         groups = [list(range(len(requests)))]
         if not self.merged:

@@ -22,7 +22,7 @@ from typer.testing import CliRunner
 from aura.cli import app, main
 from aura.config import load_config
 from aura.features import SAMPLE_RATE
-from aura.infer import AuraModel, GenerationRequest
+from aura.infer import AuraModel, GenerationRequest, RequestError
 from aura.student import CheckpointError
 
 MAX_NEW = 12
@@ -259,6 +259,19 @@ def test_bad_inputs_have_clear_errors(model: AuraModel, tmp_path: Path) -> None:
         model.generate(audio=tmp_path / "missing.wav")
     with pytest.raises(ValueError, match="2 audio entries but 3 prompts"):
         model.generate(audio=[None, None], prompt=["a", "b", "c"])
+    # values out of range name their field before any model work; torch's seed range is taken whole
+    for field, value, message in [
+        ("seed", 2**64, "seed must be an integer from"),
+        ("seed", -(2**63) - 1, "seed must be an integer from"),
+        ("temperature", float("nan"), "temperature must be a finite number"),
+        ("top_p", 0.0, "top_p must be in"),
+        ("max_new_tokens", 0, "max_new_tokens must be at least 1"),
+    ]:
+        with pytest.raises(RequestError, match=message) as err:
+            model.generate(prompt="the cat", **{field: value})
+        assert err.value.field == field
+    for seed in (2**64 - 1, -(2**63)):
+        assert isinstance(model.generate(prompt="the cat", max_new_tokens=2, temperature=1.0, seed=seed), str)
 
 
 def test_cli_generate_and_export(tiny_run: Path, tmp_path: Path, model: AuraModel, wave: np.ndarray) -> None:
@@ -291,6 +304,17 @@ def test_cli_error_is_one_line(
     assert exit_info.value.code == 1
     err = " ".join(capsys.readouterr().err.split())  # rich wraps long lines
     assert "x.wav: no such file" in err and "Traceback" not in err
+    cut = tmp_path / "cut.wav"
+    sf.write(cut, tone_clip(2.0, 1), SAMPLE_RATE)
+    cut.write_bytes(cut.read_bytes()[:3000])
+    monkeypatch.setattr(sys, "argv", ["aura", "generate", "--model", str(tiny_run), "--audio", str(cut)])
+    with pytest.raises(SystemExit):
+        main()
+    err = " ".join(capsys.readouterr().err.split())
+    assert (
+        "cut.wav: the file is truncated: its header declares 2.000 s of audio but it holds only 0.092 s"
+        in err
+    )
 
 
 @pytest.mark.real
