@@ -56,10 +56,9 @@ from aura.distill import (
     distill_terms,
     layer_map,
 )
-from aura.features import SAMPLE_RATE, WINDOW_SAMPLES, encoder_frames, load_audio
+from aura.features import encoder_frames, load_audio
 from aura.infer import run_folders
-from aura.probe import Clip as ProbeClip
-from aura.probe import ProbeTracker
+from aura.probe import ProbeTracker, load_clips
 from aura.registry import ModelNotFoundError, aura_home
 from aura.student import (
     AUDIO_PLACEHOLDER,
@@ -424,15 +423,7 @@ class Trainer:
         self.heads.set_statistics(mean, std, norm, cfg.distill.standardize)
 
     def _probe_tracker(self, teacher: Any, path: str) -> ProbeTracker:
-        clips = _load_clips(path, WINDOW_SAMPLES / SAMPLE_RATE, "probe")
-        references = [
-            (c, c.example.transcript or (c.example.response if c.example.task == "asr" else None))
-            for c in clips
-        ]
-        probe_clips = [
-            ProbeClip(c.example.id, c.example.prompt, c.example.response, ref, c.wave)
-            for c, ref in references
-        ]
+        probe_clips = load_clips(path)
         try:
             return ProbeTracker(teacher, self.heads, probe_clips, self.config.model.k)
         except ValueError as err:
