@@ -343,7 +343,7 @@ def transcribe(
 
 
 data_app = typer.Typer(
-    help="Speech data: check manifests, synthesise examples with espeak-ng, import corpora.",
+    help="Speech data: check manifests, synthesise examples (several engines, augmentation), import corpora.",
     no_args_is_help=True,
 )
 app.add_typer(data_app, name="data")
@@ -386,10 +386,21 @@ def data_synth(
     out: str = typer.Option(..., "--out", help="Output folder (manifest.jsonl and audio/)."),
     seed: int = typer.Option(0, "--seed", help="Same seed, same data."),
     split: str = typer.Option("train", "--split", help="train, dev or test; entities never cross splits."),
+    engines: str = typer.Option(
+        "espeak",
+        "--engines",
+        help="Comma-separated synthesis engines, drawn per clip: any of espeak, piper, flite, festival.",
+    ),
+    augment: bool | None = typer.Option(
+        None,
+        "--augment/--no-augment",
+        help="Speaker and channel augmentation per clip (default: on unless the only engine is espeak).",
+    ),
     voices: str | None = typer.Option(
         None,
         "--voices",
-        help="Comma-separated espeak voices, e.g. en-us+f4,en-gb+m6 (overrides --voice-set).",
+        help="Comma-separated voices, ENGINE:VOICE or a bare espeak voice, e.g. en-us+f4,flite:awb "
+        "(overrides --voice-set).",
     ),
     voice_set: str = typer.Option(
         "auto", "--voice-set", help="train, heldout, or auto (train voices for train, held-out otherwise)."
@@ -404,10 +415,17 @@ def data_synth(
         "(default: everyday words, the filter dev/test sets are drawn with; 5 doubles the train sentences).",
     ),
 ) -> None:
-    """Synthesise spoken examples with espeak-ng into OUT/manifest.jsonl and OUT/audio/."""
-    from aura.data.synth import synthesize
+    """Synthesise spoken examples (espeak-ng, piper, flite, festival) into OUT/manifest.jsonl and OUT/audio/."""
+    from aura.data.synth import synthesize, voice_pools
 
     voice_list = [v.strip() for v in voices.split(",") if v.strip()] if voices else None
+    engine_list = [e.strip() for e in engines.split(",") if e.strip()]
+    left_out = set(engine_list) - set(voice_pools(engine_list, split, voice_set, voice_list))
+    if left_out:
+        err_console.print(
+            f"note: {', '.join(sorted(left_out))} left out: no voice in this split's voice set "
+            "(dev/test hear only voices training never hears)."
+        )
     path = synthesize(
         task,
         n,
@@ -419,6 +437,8 @@ def data_synth(
         noise_snr=noise,
         workers=workers,
         min_word_count=min_word_count,
+        engines=engine_list,
+        augment=augment,
     )
     console.print(f"wrote {n} example(s) to {path}")
 
