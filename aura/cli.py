@@ -445,26 +445,63 @@ def data_synth(
 
 @data_app.command("import")
 def data_import(
-    source: str = typer.Option(..., "--from", help="librispeech, csv or hf-disk."),
-    src: str = typer.Argument(..., help="Source folder, CSV/TSV file, or save_to_disk folder."),
+    source: str = typer.Option(..., "--from", help="librispeech, csv, hf-disk or asterisk."),
+    src: str | None = typer.Argument(
+        None,
+        help="Source folder, CSV/TSV file, or save_to_disk folder; for asterisk the folder of the prompts' "
+        "wav files (default: Debian's asterisk-core-sounds-en-wav).",
+    ),
     out: str = typer.Option(..., "--out", help="Output folder (manifest.jsonl and audio/)."),
-    max_seconds: float = typer.Option(30.0, "--max-seconds", min=0.1, help="Longest clip allowed."),
+    max_seconds: float | None = typer.Option(
+        None, "--max-seconds", min=0.1, help="Longest clip allowed (default: 30 s; asterisk: no limit)."
+    ),
     skip_bad: bool = typer.Option(
         False, "--skip-bad", help="Write bad items to OUT/rejects.jsonl instead of failing."
     ),
     reference: bool = typer.Option(
         False, "--reference", help="Point at 16-kHz mono source files instead of copying them."
     ),
+    transcripts: str | None = typer.Option(
+        None,
+        "--transcripts",
+        help="asterisk: the `name: text` transcript file, gzipped or not (default: Debian's "
+        "asterisk-core-sounds-en core-sounds-en.txt.gz).",
+    ),
 ) -> None:
-    """Import a speech corpus into a manifest (audio copied, or resampled to 16 kHz when needed)."""
+    """Import a speech corpus into a manifest (audio copied, or resampled to 16 kHz when needed).
+
+    `--from asterisk` writes OUT/dev/ and OUT/test/, a fixed half each: real speech for evaluation only.
+    """
     from pathlib import Path
 
-    from aura.data.importers import import_corpus
-    from aura.data.manifest import ManifestError
+    from aura.data import importers
+    from aura.data.manifest import DEFAULT_MAX_SECONDS, ManifestError
 
     try:
-        path, count, rejected = import_corpus(
-            source, src, out, max_seconds=max_seconds, skip_bad=skip_bad, reference=reference
+        if source == "asterisk":
+            halves = importers.import_asterisk(
+                out,
+                audio_dir=src or importers.ASTERISK_AUDIO,
+                transcripts=transcripts or importers.ASTERISK_TRANSCRIPTS,
+                max_seconds=max_seconds or float("inf"),
+            )
+            for path, count, rejected in halves.values():
+                note = (
+                    f"; {rejected} item(s) left out, listed in {path.parent / 'rejects.jsonl'}"
+                    if rejected
+                    else ""
+                )
+                console.print(f"wrote {count} example(s) to {path}{note}")
+            return
+        if src is None:
+            raise ValueError(f"--from {source} needs SRC: the folder or file to import.")
+        path, count, rejected = importers.import_corpus(
+            source,
+            src,
+            out,
+            max_seconds=max_seconds or DEFAULT_MAX_SECONDS,
+            skip_bad=skip_bad,
+            reference=reference,
         )
     except ImportError as err:  # the optional `datasets` package, with the install hint in the message
         err_console.print(f"[bold red]error:[/] {err}", highlight=False, soft_wrap=True)

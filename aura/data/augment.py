@@ -127,16 +127,22 @@ def _f32(wave: np.ndarray) -> bytes:
     return np.ascontiguousarray(wave, dtype="<f4").tobytes()
 
 
-def _formants(wave: np.ndarray, ratio: float) -> np.ndarray:
-    """Praat's "Change gender": formants scaled by `ratio` (a shorter or longer vocal tract), same pitch."""
+def _formants(wave: np.ndarray, ratio: float, seed: int) -> np.ndarray:
+    """Praat's "Change gender": formants scaled by `ratio` (a shorter or longer vocal tract), same pitch.
+
+    Praat draws random numbers while resynthesising, so its generator is seeded for the call.
+    """
     import parselmouth
-    from parselmouth.praat import call
+    from parselmouth.praat import call, run
 
     sound = parselmouth.Sound(wave.astype(np.float64), sampling_frequency=SAMPLE_RATE)
     try:
+        run(f"random_initializeWithSeedUnsafelyButPredictably ({seed})")
         changed = call(sound, "Change gender", 75, 600, ratio, 0, 1, 1)
     except parselmouth.PraatError as err:
         raise SynthError(f"Praat could not shift the formants: {err}") from err
+    finally:
+        run("random_initializeSafelyAndUnpredictably ()")
     return np.asarray(changed.values[0], dtype=np.float32)
 
 
@@ -205,7 +211,7 @@ def _codec(wave: np.ndarray, codec: str, kbps: int) -> np.ndarray:
 def apply(wave: np.ndarray, aug: Augmentation, babble: Sequence[np.ndarray] = ()) -> np.ndarray:
     """`wave` (16-kHz float32) with `aug`'s steps; `babble` are the clips named in `aug.babble`."""
     if aug.formant is not None:
-        wave = _formants(wave, aug.formant)
+        wave = _formants(wave, aug.formant, aug.seed)
     effects: list[str] = []
     if aug.speed is not None:
         effects += ["speed", str(aug.speed)]
