@@ -173,10 +173,10 @@ def add_noise(
     wave: np.ndarray, snr_db: float, rng: np.random.Generator, noise: np.ndarray | None = None
 ) -> np.ndarray:
     """`noise` (white when None) at `snr_db` relative to the clip's speech power (silence excluded)."""
-    if noise is None:
-        noise = rng.standard_normal(wave.size).astype(np.float32)
-    scale = np.sqrt(_speech_power(wave) / 10 ** (snr_db / 10) / (float(np.mean(noise**2)) + 1e-12))
-    return wave + noise * scale
+    target = _speech_power(wave) / 10 ** (snr_db / 10)
+    if noise is None:  # unit-variance white noise
+        return wave + rng.standard_normal(wave.size).astype(np.float32) * np.sqrt(target)
+    return wave + noise * np.sqrt(target / (float(np.mean(noise**2)) + 1e-12))
 
 
 def _telephone(wave: np.ndarray, encoding: str) -> np.ndarray:
