@@ -41,6 +41,7 @@ SOURCES = ("librispeech", "csv", "hf-disk", "asterisk")
 ASTERISK_AUDIO = Path("/usr/share/asterisk/sounds/en_US_f_Allison")
 ASTERISK_TRANSCRIPTS = Path("/usr/share/doc/asterisk-core-sounds-en/core-sounds-en.txt.gz")
 ASTERISK_INSTALL = "apt-get install asterisk-core-sounds-en-wav asterisk-core-sounds-en"
+_ASTERISK_NOTE = re.compile(r"\s*(\[[^\]]*\]|<[^>]*>|\([^)]*\))")
 TEXT_COLUMNS = ("text", "transcript", "transcription", "sentence", "normalized_text")
 PATH_COLUMNS = ("path", "audio", "file", "filename")
 _AUDIO_SUFFIXES = (".flac", ".wav")
@@ -176,9 +177,9 @@ def asterisk_half(name: str) -> str:
 def asterisk_items(audio_dir: Path, transcripts: Path) -> Iterator[Item]:
     """The prompts of a `name: text` transcript file (gzipped or not), audio `audio_dir/name.wav`.
 
-    Lines that are only a description in brackets (`beep: [this is a simple beep tone]`) or parentheses
-    (`silence/1: (1 second of silence)`) are tones and silences, not speech, and are skipped; a bracketed
-    symbol after words (`at [@]`) is dropped from the text.
+    The file marks what is not spoken in brackets: `[this is a simple beep tone]`, `<beep ascending>`,
+    `(1 second of silence)`, `at [@]`, `IAX (note: does not say "2")`. Those notes are dropped from the
+    text, and a line with nothing left (a tone or a silence) is skipped.
     """
     if not transcripts.is_file():
         raise FileNotFoundError(
@@ -196,8 +197,8 @@ def asterisk_items(audio_dir: Path, transcripts: Path) -> Iterator[Item]:
         if not colon:
             yield Item(_safe_id(name), None, "", str(transcripts), number, "expected `name: text`")
             continue
-        name, text = name.strip(), re.sub(r"\s*\[[^\]]*\]", "", text).strip()
-        if not text or re.fullmatch(r"\(.*\)", text):  # a tone or a silence
+        name, text = name.strip(), _ASTERISK_NOTE.sub("", text).strip()
+        if not text:  # a tone or a silence
             continue
         audio = audio_dir / f"{name}.wav"
         clip_id = _safe_id(name.replace("/", "-"))
