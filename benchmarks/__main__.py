@@ -8,7 +8,7 @@ import time
 
 from aura.cli import quiet_libraries
 
-BENCHMARKS = ("train_step", "prefill_efficiency", "latency", "scaling")
+BENCHMARKS = ("train_step", "prefill_efficiency", "latency", "scaling", "synth_engines")
 
 
 def main() -> None:
