@@ -423,8 +423,8 @@ def data_synth(
     left_out = set(engine_list) - set(voice_pools(engine_list, split, voice_set, voice_list))
     if left_out:
         err_console.print(
-            f"note: {', '.join(sorted(left_out))} left out: no voice in this split's voice set "
-            "(dev/test hear only voices training never hears)."
+            f"note: {', '.join(sorted(left_out))} left out: no voice in --voices or in this split's voice "
+            "set (dev/test hear only voices training never hears)."
         )
     path = synthesize(
         task,
