@@ -383,7 +383,7 @@ def transcribe(
 
 
 data_app = typer.Typer(
-    help="Speech data: check manifests, synthesise examples with espeak-ng, import corpora.",
+    help="Speech data: check manifests, synthesise examples (several engines, augmentation), import corpora.",
     no_args_is_help=True,
 )
 app.add_typer(data_app, name="data")
@@ -426,10 +426,21 @@ def data_synth(
     out: str = typer.Option(..., "--out", help="Output folder (manifest.jsonl and audio/)."),
     seed: int = typer.Option(0, "--seed", help="Same seed, same data."),
     split: str = typer.Option("train", "--split", help="train, dev or test; entities never cross splits."),
+    engines: str = typer.Option(
+        "espeak",
+        "--engines",
+        help="Comma-separated synthesis engines, drawn per clip: any of espeak, piper, flite, festival.",
+    ),
+    augment: bool | None = typer.Option(
+        None,
+        "--augment/--no-augment",
+        help="Speaker and channel augmentation per clip (default: on unless the only engine is espeak).",
+    ),
     voices: str | None = typer.Option(
         None,
         "--voices",
-        help="Comma-separated espeak voices, e.g. en-us+f4,en-gb+m6 (overrides --voice-set).",
+        help="Comma-separated voices, ENGINE:VOICE or a bare espeak voice, e.g. en-us+f4,flite:awb "
+        "(overrides --voice-set).",
     ),
     voice_set: str = typer.Option(
         "auto", "--voice-set", help="train, heldout, or auto (train voices for train, held-out otherwise)."
@@ -444,10 +455,17 @@ def data_synth(
         "(default: everyday words, the filter dev/test sets are drawn with; 5 doubles the train sentences).",
     ),
 ) -> None:
-    """Synthesise spoken examples with espeak-ng into OUT/manifest.jsonl and OUT/audio/."""
-    from aura.data.synth import synthesize
+    """Synthesise spoken examples (espeak-ng, piper, flite, festival) into OUT/manifest.jsonl and OUT/audio/."""
+    from aura.data.synth import synthesize, voice_pools
 
     voice_list = [v.strip() for v in voices.split(",") if v.strip()] if voices else None
+    engine_list = [e.strip() for e in engines.split(",") if e.strip()]
+    left_out = set(engine_list) - set(voice_pools(engine_list, split, voice_set, voice_list))
+    if left_out:
+        err_console.print(
+            f"note: {', '.join(sorted(left_out))} left out: no voice in --voices or in this split's voice "
+            "set (dev/test hear only voices training never hears)."
+        )
     path = synthesize(
         task,
         n,
@@ -459,32 +477,71 @@ def data_synth(
         noise_snr=noise,
         workers=workers,
         min_word_count=min_word_count,
+        engines=engine_list,
+        augment=augment,
     )
     console.print(f"wrote {n} example(s) to {path}")
 
 
 @data_app.command("import")
 def data_import(
-    source: str = typer.Option(..., "--from", help="librispeech, csv or hf-disk."),
-    src: str = typer.Argument(..., help="Source folder, CSV/TSV file, or save_to_disk folder."),
+    source: str = typer.Option(..., "--from", help="librispeech, csv, hf-disk or asterisk."),
+    src: str | None = typer.Argument(
+        None,
+        help="Source folder, CSV/TSV file, or save_to_disk folder; for asterisk the folder of the prompts' "
+        "wav files (default: Debian's asterisk-core-sounds-en-wav).",
+    ),
     out: str = typer.Option(..., "--out", help="Output folder (manifest.jsonl and audio/)."),
-    max_seconds: float = typer.Option(30.0, "--max-seconds", min=0.1, help="Longest clip allowed."),
+    max_seconds: float | None = typer.Option(
+        None, "--max-seconds", min=0.1, help="Longest clip allowed (default: 30 s; asterisk: no limit)."
+    ),
     skip_bad: bool = typer.Option(
         False, "--skip-bad", help="Write bad items to OUT/rejects.jsonl instead of failing."
     ),
     reference: bool = typer.Option(
         False, "--reference", help="Point at 16-kHz mono source files instead of copying them."
     ),
+    transcripts: str | None = typer.Option(
+        None,
+        "--transcripts",
+        help="asterisk: the `name: text` transcript file, gzipped or not (default: Debian's "
+        "asterisk-core-sounds-en core-sounds-en.txt.gz).",
+    ),
 ) -> None:
-    """Import a speech corpus into a manifest (audio copied, or resampled to 16 kHz when needed)."""
+    """Import a speech corpus into a manifest (audio copied, or resampled to 16 kHz when needed).
+
+    `--from asterisk` writes OUT/dev/ and OUT/test/, a fixed half each: real speech for evaluation only.
+    """
     from pathlib import Path
 
-    from aura.data.importers import import_corpus
-    from aura.data.manifest import ManifestError
+    from aura.data import importers
+    from aura.data.manifest import DEFAULT_MAX_SECONDS, ManifestError
 
     try:
-        path, count, rejected = import_corpus(
-            source, src, out, max_seconds=max_seconds, skip_bad=skip_bad, reference=reference
+        if source == "asterisk":
+            halves = importers.import_asterisk(
+                out,
+                audio_dir=src or importers.ASTERISK_AUDIO,
+                transcripts=transcripts or importers.ASTERISK_TRANSCRIPTS,
+                max_seconds=max_seconds or float("inf"),
+            )
+            for path, count, rejected in halves.values():
+                note = (
+                    f"; {rejected} item(s) left out, listed in {path.parent / 'rejects.jsonl'}"
+                    if rejected
+                    else ""
+                )
+                console.print(f"wrote {count} example(s) to {path}{note}")
+            return
+        if src is None:
+            raise ValueError(f"--from {source} needs SRC: the folder or file to import.")
+        path, count, rejected = importers.import_corpus(
+            source,
+            src,
+            out,
+            max_seconds=max_seconds or DEFAULT_MAX_SECONDS,
+            skip_bad=skip_bad,
+            reference=reference,
         )
     except ImportError as err:  # the optional `datasets` package, with the install hint in the message
         err_console.print(f"[bold red]error:[/] {err}", highlight=False, soft_wrap=True)

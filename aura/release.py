@@ -75,7 +75,8 @@ class Release:
     def imports(self) -> dict[str, list[str]]:
         """Folder under `data` -> its `aura data import` options (real recorded speech, evaluation only)."""
         return {
-            name: [self.fill(v) for v in spec["args"]] for name, spec in (self.recipe.get("imports") or {}).items()
+            name: [self.fill(v) for v in spec["args"]]
+            for name, spec in (self.recipe.get("imports") or {}).items()
         }
 
     def stages(self) -> dict[str, list[str]]:

@@ -8,7 +8,16 @@ import time
 
 from aura.cli import quiet_libraries
 
-BENCHMARKS = ("train_step", "prefill_efficiency", "latency", "scaling", "merge", "adapters", "serving")
+BENCHMARKS = (
+    "train_step",
+    "prefill_efficiency",
+    "latency",
+    "scaling",
+    "merge",
+    "adapters",
+    "serving",
+    "synth_engines",
+)
 
 
 def main() -> None:

@@ -9,6 +9,15 @@ command -v espeak-ng >/dev/null || need_apt+=(espeak-ng)
 command -v sox >/dev/null || need_apt+=(sox)
 [ -f /usr/share/wordnet/data.noun ] || need_apt+=(wordnet-base)  # the English sentences of the `asr` task
 command -v chromium >/dev/null || need_apt+=(chromium)  # the voice page's browser test (driven by playwright)
+# `aura data synth --engines`: the other engines, and the codecs augmentation round-trips through
+command -v flite >/dev/null || need_apt+=(flite)
+command -v festival >/dev/null || need_apt+=(festival)
+compgen -G "/usr/share/festival/voices/us/cmu_us_slt_arctic_hts*" >/dev/null || need_apt+=(festvox-us-slt-hts)
+command -v ffmpeg >/dev/null || need_apt+=(ffmpeg)
+dpkg -s libsox-fmt-all >/dev/null 2>&1 || need_apt+=(libsox-fmt-all)
+# `aura data import --from asterisk`: real recorded telephone prompts and their transcripts (evaluation only)
+[ -d /usr/share/asterisk/sounds/en_US_f_Allison ] || need_apt+=(asterisk-core-sounds-en-wav)
+[ -f /usr/share/doc/asterisk-core-sounds-en/core-sounds-en.txt.gz ] || need_apt+=(asterisk-core-sounds-en)
 if ((${#need_apt[@]})); then
     sudo=""
     [ "$(id -u)" -eq 0 ] || sudo="sudo"

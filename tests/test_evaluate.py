@@ -226,3 +226,12 @@ def test_cascade_and_text_on_real_models(tmp_path: Path) -> None:
     assert best_asr_wer("cascade") < 0.5
     assert best_asr_wer("text") < 0.2
     assert (out / "accuracy_vs_ttft.png").is_file() and (out / "latency.png").is_file()
+
+
+def test_clips_over_30_seconds_are_evaluated(tmp_path: Path) -> None:
+    """Inference reads long audio in 30-s windows, so evaluation takes the long prompts of real sets."""
+    t = np.arange(35 * SAMPLE_RATE) / SAMPLE_RATE
+    sf.write(tmp_path / "long.wav", (0.3 * np.sin(2 * np.pi * 220 * t)).astype(np.float32), SAMPLE_RATE)
+    row = Example(id="long", audio="long.wav", task="asr", prompt="<audio>", response="a", duration=35.0)
+    items = load_items(write_manifest([row], tmp_path / "m.jsonl"))
+    assert len(items) == 1 and items[0].wave.size == 35 * SAMPLE_RATE
