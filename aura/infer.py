@@ -41,6 +41,15 @@ from aura.student import (
 # the first of the prompts the ASR task trains on, so transcription requests look like training data
 TRANSCRIBE_PROMPT = ASR_PROMPTS[0]
 TRAIN_CONFIG = "config.yaml"  # the training config `aura train` writes into RUN_DIR
+# the dtypes a checkpoint can be loaded in, by the names `--dtype` takes
+DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+
+
+def parse_dtype(name: str) -> torch.dtype:
+    """`--dtype NAME` -> torch dtype; an unknown name is a ValueError listing the choices."""
+    if name not in DTYPES:
+        raise ValueError(f"--dtype {name!r}: choose one of {', '.join(DTYPES)}.")
+    return DTYPES[name]
 
 
 @dataclass
@@ -200,10 +209,12 @@ class Decoding:
         return [self.result(row) for row in range(len(self.rows))]
 
 
-def stop_token_ids(llm: PreTrainedModel, tokenizer: PreTrainedTokenizerBase) -> set[int]:
-    """End-of-sequence and end-of-turn ids: the tokenizer's, the generation config's and the chat end token."""
+def stop_token_ids(llm: PreTrainedModel | None, tokenizer: PreTrainedTokenizerBase) -> set[int]:
+    """End-of-sequence and end-of-turn ids: the tokenizer's, the generation config's (when there is an
+    LLM object, not only a GGUF file) and the chat end token."""
     ids: set[int] = set()
-    for value in (tokenizer.eos_token_id, getattr(llm.generation_config, "eos_token_id", None)):
+    config = getattr(llm, "generation_config", None)
+    for value in (tokenizer.eos_token_id, getattr(config, "eos_token_id", None)):
         if isinstance(value, int):
             ids.add(value)
         elif isinstance(value, list | tuple):
