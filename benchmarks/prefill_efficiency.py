@@ -1,9 +1,11 @@
-"""How close AuRA's prefill comes to this machine's fp32 matmul limit.
+"""How close AuRA's prefill comes to this machine's matmul limit, in each dtype it can run in.
 
 Achieved FLOP/s = 2 × (LLM parameters touched per token) × tokens / prefill time, where the token
 embedding table (a lookup) is excluded and the LM head counts for the last position only (the prefill
-asks for one logit row). The machine's limit is torch's own fp32 matmul FLOP/s, same threads, measured
-on square and on the model's own projection shapes.
+asks for one logit row). The machine's limit is torch's own matmul FLOP/s in the same dtype and threads,
+measured on square and on the model's own projection shapes. The checkpoint is loaded in each dtype
+(`AuraModel.from_pretrained(..., dtype=...)`): bfloat16 pays only on CPUs with bf16 matrix units (AMX,
+AVX512-BF16); elsewhere torch emulates it and its peak is far below float32's, which this records.
 """
 
 from __future__ import annotations
@@ -13,23 +15,36 @@ import time
 
 import torch
 
-from aura.infer import AuraModel
+from aura.infer import DTYPES, AuraModel
 from benchmarks.checkpoints import checkpoint, clips
 from benchmarks.common import timed, write_result
 
 
-def matmul_flops(sizes: list[tuple[int, int, int]], repeats: int = 5) -> dict[str, float]:
-    """Best fp32 matmul FLOP/s over the given (m, k, n) shapes."""
+def matmul_flops(
+    sizes: list[tuple[int, int, int]], repeats: int = 5, dtype: torch.dtype = torch.float32
+) -> dict[str, float]:
+    """Matmul FLOP/s in `dtype` for each of the given (m, k, n) shapes."""
     best: dict[str, float] = {}
     for m, k, n in sizes:
-        a, b = torch.randn(m, k), torch.randn(k, n)
+        a, b = torch.randn(m, k, dtype=dtype), torch.randn(k, n, dtype=dtype)
         median_ms = timed(lambda a=a, b=b: torch.mm(a, b), repeats=repeats, warmup=2)["median_ms"]
         best[f"{m}x{k}x{n}"] = 2 * m * k * n / (median_ms / 1000)
     return best
 
 
-def run(model: str | None = None, repeats: int = 10) -> dict:
-    aura = AuraModel.from_pretrained(checkpoint("aura", model))
+def run(
+    model: str | None = None, repeats: int = 10, dtypes: tuple[str, ...] = ("float32", "bfloat16")
+) -> dict:
+    result: dict = {"threads": torch.get_num_threads(), "dtypes": {}}
+    for name in dtypes:
+        result["dtypes"][name] = measure(model, repeats, DTYPES[name])
+    write_result("prefill_efficiency", result)
+    return result
+
+
+def measure(model: str | None, repeats: int, dtype: torch.dtype) -> dict:
+    """Prefill FLOP/s of 5-s and 30-s clips and the matmul peak, both in `dtype`."""
+    aura = AuraModel.from_pretrained(checkpoint("aura", model), dtype=dtype)
     llm = aura.student.llm
     config = llm.config
     d, ff = config.hidden_size, config.intermediate_size
@@ -63,31 +78,35 @@ def run(model: str | None = None, repeats: int = 10) -> dict:
             }
         )
     start = time.perf_counter()
-    machine = matmul_flops([(1024, 1024, 1024), (512, d, ff), (512, ff, d), (512, d, d)])
+    shapes = [(1024, 1024, 1024), (512, d, ff), (512, ff, d), (512, d, d)]
+    shapes += [(row["tokens"], d, ff) for row in rows]  # the prefill's own widest projection
+    machine = matmul_flops(shapes, dtype=dtype)
     peak = max(machine.values())
     for row in rows:
         row["fraction_of_matmul_peak"] = row["achieved_flops"] / peak
         print(
-            f"{row['audio_seconds']} s audio, {row['tokens']} tokens: {row['achieved_flops'] / 1e9:.1f} GFLOP/s = {row['fraction_of_matmul_peak']:.0%} of matmul peak"
+            f"{dtype}: {row['audio_seconds']} s audio, {row['tokens']} tokens, prefill {row['prefill']['median_ms']:.0f} ms: "
+            f"{row['achieved_flops'] / 1e9:.1f} GFLOP/s = {row['fraction_of_matmul_peak']:.0%} of the "
+            f"{dtype} matmul peak ({peak / 1e9:.0f} GFLOP/s)"
         )
-    result = {
+    return {
         "params_per_token": per_token,
         "matmul_flops": machine,
         "matmul_peak_flops": peak,
         "matmul_seconds": time.perf_counter() - start,
-        "threads": torch.get_num_threads(),
         "rows": rows,
     }
-    write_result("prefill_efficiency", result)
-    return result
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--model")
     parser.add_argument("--repeats", type=int, default=10)
+    parser.add_argument(
+        "--dtype", action="append", choices=list(DTYPES), help="repeatable; default: float32 and bfloat16"
+    )
     args = parser.parse_args()
-    run(args.model, args.repeats)
+    run(args.model, args.repeats, tuple(args.dtype or ("float32", "bfloat16")))
 
 
 if __name__ == "__main__":
