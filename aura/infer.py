@@ -152,16 +152,19 @@ class Decoding:
         # a plain cache keeps every layer's full keys/values: the custom 4-D masks span the whole
         # sequence, which a sliding-window cache layer (Gemma 3) would cut short
         cache = DynamicCache()
+        # the next-token logits sit at each row's last real token (rows may be right-padded); the LM head
+        # runs on those positions only: over the whole prompt it would cost a fifth of a 135M model's prefill
+        last = torch.tensor([n - 1 for n in prefill.lengths], device=device)
+        keep = torch.unique(last)  # sorted
         out = llm(
             inputs_embeds=prefill.embeds,
             attention_mask=prefill.mask,
             position_ids=prefill.positions,
             **{CACHE_KWARG: cache},
             use_cache=True,
+            logits_to_keep=keep,
         )
-        # the next-token logits sit at each row's last real token (rows may be right-padded)
-        last = torch.tensor([n - 1 for n in prefill.lengths], device=device)
-        logits = out.logits[index, last]
+        logits = out.logits[index, torch.searchsorted(keep, last)]
         position = prefill.positions[index, last] + 1
         valid = prefill.valid
         for _ in range(max(row.request.max_new_tokens for row in rows)):
