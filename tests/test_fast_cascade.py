@@ -66,10 +66,10 @@ def test_cascade_fast_transcribes_and_answers(tmp_path) -> None:
     assert pieces and "".join(pieces) == system.answer([item])[0]
 
 
-def test_refuses_what_it_cannot_run(monkeypatch: pytest.MonkeyPatch, tmp_path) -> None:
-    with pytest.raises(EvalError, match="registry gguf files; '/nowhere' is not"):
+def test_refuses_what_it_cannot_run(monkeypatch: pytest.MonkeyPatch) -> None:
+    with pytest.raises(EvalError, match="registry's gguf files; '/nowhere' is not"):
         LlamaCppChat("/nowhere")
-    with pytest.raises(EvalError, match="registry ct2-whisper files"):
+    with pytest.raises(EvalError, match="registry's ct2-whisper files"):
         FastWhisper(LLM)
     monkeypatch.setitem(sys.modules, "llama_cpp", None)  # as if the optional extra were not installed
     with pytest.raises(EvalError, match="scripts/setup.sh"):
