@@ -43,7 +43,7 @@ fi
 # $AURA_HOME/wheels (about 10 minutes on 2 cores, capped at 40); later setups install that cached wheel and a set-up
 # venv only checks the import. AURA_SKIP_LLAMACPP=1 skips it (`aura eval --systems cascade-fast` then says how to get it).
 if [ -z "${AURA_SKIP_LLAMACPP:-}" ] && ! .venv/bin/python -c 'import llama_cpp, faster_whisper' 2>/dev/null; then
-    cpu_flags=$(grep -m1 '^flags' /proc/cpuinfo || true)
+    cpu_flags="$(grep -m1 '^flags' /proc/cpuinfo || true) "  # a space after the last flag too
     cmake_args="-DGGML_NATIVE=OFF -DGGML_AVX=ON -DGGML_AVX2=ON -DGGML_FMA=ON -DGGML_F16C=ON"
     variant=avx2
     if [[ $cpu_flags == *" avx512f "* && $cpu_flags == *" avx512_vnni "* && $cpu_flags == *" avx512_bf16 "* ]]; then
