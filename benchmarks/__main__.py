@@ -8,7 +8,7 @@ import time
 
 from aura.cli import quiet_libraries
 
-BENCHMARKS = ("train_step", "prefill_efficiency", "latency", "scaling")
+BENCHMARKS = ("train_step", "train_profile", "prefill_efficiency", "dtype_agreement", "latency", "scaling")
 
 
 def main() -> None:

@@ -99,6 +99,14 @@ def child(precision: str, steps: int, batch_size: int) -> dict:
         return timed_steps(bench, precision, steps)
 
 
+def _child_run(env: dict[str, str], steps: int, threads: int) -> dict:
+    """`timed_steps` of the float32 joint step in a fresh process with `env` (allocator, OpenMP policy)."""
+    command = [sys.executable, "-m", "benchmarks.train_profile", "--child", "fp32", "--steps", str(steps)]
+    command += ["--threads", str(threads)]
+    out = subprocess.run(command, env=env, capture_output=True, text=True, check=True).stdout
+    return json.loads(out.strip().splitlines()[-1])
+
+
 def run(batch_size: int = 8, steps: int = 1, allocator_steps: int = 2) -> dict:
     config = bench_config(None, None, None)
     result: dict = {
@@ -138,19 +146,15 @@ def run(batch_size: int = 8, steps: int = 1, allocator_steps: int = 2) -> dict:
         if library is not None and not Path(library).is_file():
             continue
         env = {**os.environ, "LD_PRELOAD": library} if library else dict(os.environ)
-        command = [
-            sys.executable,
-            "-m",
-            "benchmarks.train_profile",
-            "--child",
-            "fp32",
-            "--steps",
-            str(allocator_steps),
-            "--threads",
-            str(torch.get_num_threads()),
-        ]
-        out = subprocess.run(command, env=env, capture_output=True, text=True, check=True).stdout
-        result["allocators"][name] = json.loads(out.strip().splitlines()[-1])
+        result["allocators"][name] = _child_run(env, allocator_steps, torch.get_num_threads())
+    # two threads on a shared machine: libgomp's default active wait spins on cores other jobs need
+    base = {k: v for k, v in os.environ.items() if k != "OMP_WAIT_POLICY"}
+    result["omp_wait_policy_2_threads"] = {
+        policy: _child_run(
+            base if policy == "default" else {**base, "OMP_WAIT_POLICY": policy}, allocator_steps, 2
+        )
+        for policy in ("default", "PASSIVE")
+    }
     print(
         f"bf16 step speed-up {result['step_bf16_speedup']:.2f}x; matmul bf16/fp32 {result['matmul_bf16_speedup']:.2f}x; "
         + "; ".join(
