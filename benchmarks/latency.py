@@ -91,7 +91,7 @@ def run(repeats: int = 10, model: str | None = None, bridge_model: str | None = 
 
 
 def main() -> None:
-    compare_main(__doc__, run, repeats=10)
+    compare_main(__doc__, run, repeats=10, default="the shipped one")
 
 
 if __name__ == "__main__":
