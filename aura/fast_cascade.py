@@ -14,6 +14,7 @@ question does.
 
 from __future__ import annotations
 
+import weakref
 from collections.abc import Iterator, Sequence
 from typing import Any
 
@@ -91,6 +92,8 @@ class LlamaCppChat:
             n_threads_batch=threads,
             verbose=False,
         )
+        # freed at exit while the modules `Llama.__del__` needs still exist (otherwise it raises at teardown)
+        weakref.finalize(self, self.llama.close)
         self.max_new_tokens = max_new_tokens
         self.stop_ids = stop_token_ids(None, self.tokenizer)
 
