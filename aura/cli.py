@@ -89,11 +89,16 @@ def generate(
     max_new_tokens: int = typer.Option(256, "--max-new-tokens", min=1),
     temperature: float = typer.Option(0.0, "--temperature", min=0.0, help="0 = greedy (deterministic)."),
     top_p: float = typer.Option(1.0, "--top-p", min=0.0, max=1.0),
+    dtype: str = typer.Option(
+        "float32",
+        "--dtype",
+        help="Weights and activations: float32, bfloat16 (fast on CPUs with AMX/AVX512-BF16) or float16.",
+    ),
 ) -> None:
     """Answer a prompt about an audio clip with a trained AuRA model."""
-    from aura.infer import AuraModel
+    from aura.infer import AuraModel, parse_dtype
 
-    aura_model = AuraModel.from_pretrained(model)
+    aura_model = AuraModel.from_pretrained(model, dtype=parse_dtype(dtype))
     pieces = aura_model.stream(
         audio=audio or None,
         prompt=prompt,
@@ -153,14 +158,19 @@ def serve(
         "audio then get the speech-tuned LLM, which answers text badly, instead of the exact base LLM "
         "(benchmarks/merge.py).",
     ),
+    dtype: str = typer.Option(
+        "float32",
+        "--dtype",
+        help="Weights and activations: float32, bfloat16 (fast on CPUs with AMX/AVX512-BF16) or float16.",
+    ),
 ) -> None:
     """Serve the model behind an OpenAI-compatible API (/v1/chat/completions, /v1/audio/transcriptions)
     and a voice page at /."""
-    from aura.infer import AuraModel
+    from aura.infer import AuraModel, parse_dtype
     from aura.serve import serve as run_server
     from aura.serve_limits import Limits
 
-    aura_model = AuraModel.from_pretrained(model, merge=merge)
+    aura_model = AuraModel.from_pretrained(model, merge=merge, dtype=parse_dtype(dtype))
     run_server(
         aura_model,
         host=host,
@@ -230,8 +240,8 @@ def eval_(
     systems: str = typer.Option(
         "aura,cascade,bridge,text",
         "--systems",
-        help="Comma-separated: aura, bridge, cascade, cascade-beam, text, whisper (teacher WER), and NAME=RUN_DIR "
-        "for more checkpoints.",
+        help="Comma-separated: aura, bridge, cascade, cascade-beam, cascade-fast (faster-whisper + llama.cpp), "
+        "text, whisper (teacher WER), and NAME=RUN_DIR for more checkpoints.",
     ),
     out: str = typer.Option(..., "--out", help="Folder for report.json, report.md, predictions and plots."),
     model: str | None = typer.Option(None, "--model", help="AuRA checkpoint (RUN_DIR or RUN_DIR/final)."),
@@ -256,12 +266,18 @@ def eval_(
         False, "--rescore", help="Rescore the earlier run in --out from its predictions (no generation)."
     ),
     quiet: bool = typer.Option(False, "--quiet", help="No progress bar."),
+    dtype: str = typer.Option(
+        "float32",
+        "--dtype",
+        help="The checkpoints' dtype: float32, bfloat16 or float16 (baselines: float32).",
+    ),
 ) -> None:
     """Compare AuRA with the cascade, bridge and text-ceiling baselines: accuracy, latency, plots."""
     from pathlib import Path
 
     from aura.evaluate import rescore as rescore_run
     from aura.evaluate import run_eval
+    from aura.infer import parse_dtype
 
     report = (
         rescore_run(out, data)
@@ -279,6 +295,7 @@ def eval_(
             max_new_tokens=max_new_tokens,
             throughput_items=throughput_examples,
             progress=not quiet,
+            dtype=parse_dtype(dtype),
         )
     )
     sys.stdout.write((Path(out) / "report.md").read_text())

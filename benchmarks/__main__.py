@@ -10,7 +10,9 @@ from aura.cli import quiet_libraries
 
 BENCHMARKS = (
     "train_step",
+    "train_profile",
     "prefill_efficiency",
+    "dtype_agreement",
     "latency",
     "scaling",
     "merge",

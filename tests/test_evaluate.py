@@ -198,7 +198,8 @@ def test_cli_eval_writes_report_and_errors_in_one_line(
 
 @pytest.mark.real
 def test_cascade_and_text_on_real_models(tmp_path: Path) -> None:
-    """Whisper tiny.en + SmolLM2-135M-Instruct on freshly synthesized asr and context-qa test clips."""
+    """Whisper tiny.en + SmolLM2-135M-Instruct on freshly synthesized asr and context-qa test clips, through
+    transformers (`cascade`, `text`) and through faster-whisper + llama.cpp on the same files (`cascade-fast`)."""
     from aura.data.synth import synthesize
 
     manifests = [
@@ -207,9 +208,10 @@ def test_cascade_and_text_on_real_models(tmp_path: Path) -> None:
     ]
     rows = [ex for path in manifests for ex in read_manifest(path)]
     out = tmp_path / "out"
-    report = run_eval(manifests, "cascade,text", out, throughput_items=1, max_new_tokens=20, progress=False)
+    systems = "cascade,cascade-fast,text"
+    report = run_eval(manifests, systems, out, throughput_items=1, max_new_tokens=20, progress=False)
     assert report["n"] == 4 and report["tasks"] == {"asr": 2, "context-qa": 2}
-    for name in ("cascade", "text"):
+    for name in systems.split(","):
         system = report["systems"][name]
         assert system["failed"] == 0
         assert set(system["metrics"]) == {"asr", "context-qa"}
@@ -223,7 +225,7 @@ def test_cascade_and_text_on_real_models(tmp_path: Path) -> None:
 
     # the 135M LLM does not always comply with "transcribe", but where it does, the words come through:
     # Whisper's transcript in the cascade, the gold transcript (repeated verbatim) for the text ceiling
-    assert best_asr_wer("cascade") < 0.5
+    assert best_asr_wer("cascade") < 0.5 and best_asr_wer("cascade-fast") < 0.5
     assert best_asr_wer("text") < 0.2
     assert (out / "accuracy_vs_ttft.png").is_file() and (out / "latency.png").is_file()
 

@@ -61,7 +61,7 @@ def _reference_tokens(model: AuraModel, request: GenerationRequest) -> list[int]
             tokens.append(token)
             length = embeds.shape[1]
             embeds = torch.cat([embeds, embed(torch.tensor([[token]]))], dim=1)
-            grown = torch.full((1, 1, length + 1, length + 1), torch.finfo(mask.dtype).min)
+            grown = torch.full((1, 1, length + 1, length + 1), torch.finfo(mask.dtype).min, dtype=mask.dtype)
             grown[..., :length, :length] = mask
             grown[..., length, :] = 0.0  # the new token sees everything before it and itself
             mask = grown
@@ -77,6 +77,29 @@ def test_cached_greedy_equals_uncached_forward(model: AuraModel, wave: np.ndarra
     assert "".join(pieces) == result.text
     assert result.completion_tokens == len(decoding.rows[0].tokens) > 0
     assert model.generate(audio=wave, prompt="say it again", max_new_tokens=MAX_NEW) == result.text
+
+
+@pytest.mark.parametrize("arch", ["aura", "bridge"])
+def test_bfloat16_end_to_end_agrees_with_float32(
+    arch: str, tiny_run: Path, tmp_path_factory: pytest.TempPathFactory, wave: np.ndarray
+) -> None:
+    """dtype=torch.bfloat16: the audio module's input (float32 log-mel), the masks and the KV cache all run
+    in bfloat16; cached decoding equals the uncached forward in that dtype; and the greedy answer starts
+    with float32's first tokens. Later tokens may part: 8 mantissa bits flip near-ties, and this random
+    LLM has many (benchmarks/dtype_agreement.py measures agreement on the shipped checkpoints)."""
+    run = tiny_run if arch == "aura" else tiny_runs(tmp_path_factory).bridge
+    fp32 = AuraModel.from_pretrained(run)
+    bf16 = AuraModel.from_pretrained(run, dtype=torch.bfloat16)
+    request = bf16.request(wave, "say it again", max_new_tokens=MAX_NEW)
+    batch = bf16.prefill([request])
+    assert batch.embeds.dtype == batch.mask.dtype == torch.bfloat16
+    decoding = bf16.decoding([request])
+    list(decoding)
+    tokens = decoding.rows[0].tokens
+    assert tokens == _reference_tokens(bf16, request)
+    reference = fp32.decoding([fp32.request(wave, "say it again", max_new_tokens=MAX_NEW)])
+    list(reference)
+    assert tokens[:4] == reference.rows[0].tokens[:4]
 
 
 def test_loading_and_decoding_raise_no_deprecation_warnings(tiny_run: Path, wave: np.ndarray) -> None:
@@ -284,6 +307,10 @@ def test_cli_generate_and_export(tiny_run: Path, tmp_path: Path, model: AuraMode
         result = runner.invoke(app, base + extra)
         assert result.exit_code == 0, result.output
         assert result.stdout == expected + "\n"
+    result = runner.invoke(app, [*base, "--dtype", "bfloat16"])
+    assert result.exit_code == 0 and result.stdout[:4] == expected[:4], result.output
+    result = runner.invoke(app, [*base, "--dtype", "float8"])
+    assert result.exit_code != 0 and "choose one of float32, bfloat16, float16" in str(result.exception)
     result = runner.invoke(
         app, ["export", "--model", str(tiny_run), "--out", str(tmp_path / "out"), "--merge"]
     )

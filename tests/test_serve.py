@@ -10,6 +10,7 @@ import io
 import json
 import socket
 import subprocess
+import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -604,3 +605,20 @@ def test_fuzzed_transcriptions_never_get_a_5xx(server: str, audio: bytes, form: 
         timeout=60,
     )
     _assert_handled(reply)
+
+
+def test_aura_serve_dtype(tmp_path_factory: pytest.TempPathFactory) -> None:
+    """`aura serve --dtype bfloat16` answers in bfloat16; an unknown dtype is one line and exit code 1."""
+    run = tiny_runs(tmp_path_factory).aura
+    with aura_serve("--model", str(run), "--dtype", "bfloat16", timeout=90) as url:
+        client = openai.OpenAI(base_url=f"{url}/v1", api_key="-", max_retries=0)
+        answer = client.chat.completions.create(
+            model="run", messages=audio_message(wav_bytes(0.5)), max_tokens=3
+        )
+        assert answer.usage.completion_tokens >= 1
+    aura = str(Path(sys.executable).parent / "aura")
+    bad = subprocess.run(
+        [aura, "serve", "--model", str(run), "--dtype", "float8"], capture_output=True, text=True
+    )
+    assert bad.returncode == 1 and "choose one of float32, bfloat16, float16" in bad.stderr
+    assert "Traceback" not in bad.stderr
