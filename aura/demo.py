@@ -36,6 +36,9 @@ SHIPPED = "aura-smollm2-135m"
 SHIPPED_BRIDGE = "aura-smollm2-135m-bridge"
 DONE = ".done"
 ADAPT_NOISE_DB = 10.0  # the new condition the adaptation stage trains on: speech in a noisy room
+# a fifth of the shipped recipe's rate: a short fine-tune at 5e-4 moves every LoRA block far enough to
+# lose what the checkpoint hears (measured: listening gap 0.92 -> 0.56 nats, WER 86 % -> 114 % in 8 steps)
+ADAPT_LR = 1e-4
 
 
 @dataclass(frozen=True)
@@ -45,35 +48,41 @@ class DemoBudget:
     test_asr: int  # fresh synthetic transcription clips
     test_qa: int  # fresh synthetic context-QA clips
     real: int  # real recorded prompts (Asterisk, test half), when installed
+    bridge: bool  # evaluate the shipped bridge too (its encoder makes it the slowest system here)
     diagnose_clips: int
     adapt_train: int  # fresh noisy clips the adaptation trains on
     adapt_dev: int  # held-out noisy clips it is measured on, before and after
     adapt_steps: int
+    adapt_wer: bool  # also transcribe the held-out clips before and after (dev LM loss and gap are free)
     batch_size: int
-    max_new_tokens: int
+    max_new_tokens: int  # enough for the test sentences (at most 12 words); the QA answers are a word or two
 
 
 QUICK = DemoBudget(
-    test_asr=4,
-    test_qa=6,
-    real=4,
-    diagnose_clips=6,
-    adapt_train=16,
-    adapt_dev=4,
-    adapt_steps=8,
-    batch_size=4,
-    max_new_tokens=32,
+    test_asr=3,
+    test_qa=4,
+    real=3,
+    bridge=False,
+    diagnose_clips=4,
+    adapt_train=12,
+    adapt_dev=3,
+    adapt_steps=6,
+    adapt_wer=False,
+    batch_size=2,
+    max_new_tokens=24,
 )
 FULL = DemoBudget(
-    test_asr=8,
-    test_qa=12,
-    real=8,
-    diagnose_clips=12,
+    test_asr=6,
+    test_qa=8,
+    real=6,
+    bridge=True,
+    diagnose_clips=6,
     adapt_train=48,
-    adapt_dev=8,
+    adapt_dev=4,
     adapt_steps=24,
-    batch_size=4,
-    max_new_tokens=32,
+    adapt_wer=True,
+    batch_size=2,
+    max_new_tokens=24,
 )
 
 
@@ -164,10 +173,10 @@ def _eval_shipped(data: DemoData, budget: DemoBudget, out: Path) -> None:
     manifests = [data.asr, data.qa] + ([data.real] if data.real else [])
     run_eval(
         manifests,
-        "whisper,aura,bridge,cascade,text",
+        "whisper,aura,bridge,cascade,text" if budget.bridge else "whisper,aura,cascade,text",
         out,
         model=SHIPPED,
-        bridge_model=SHIPPED_BRIDGE,
+        bridge_model=SHIPPED_BRIDGE if budget.bridge else None,
         max_new_tokens=budget.max_new_tokens,
         throughput_items=0,
     )
@@ -188,6 +197,8 @@ def _adapt(data: DemoData, budget: DemoBudget, run_dir: Path, from_scratch: bool
         f"train.max_steps={steps}",
         f"train.schedule_steps={steps}",
         f"train.warmup_steps={max(1, steps // 6)}",
+        f"train.lr={ADAPT_LR}",
+        f"train.head_lr={2 * ADAPT_LR}",
         f"train.batch_size={budget.batch_size}",
         f"train.dev_every={steps}",
         f"train.save_every={max(1, steps // 2)}",
@@ -248,11 +259,12 @@ def run_demo(
     )
     what = "train from scratch" if from_scratch else "adapt the shipped checkpoint to noisy speech"
     stage.run(f"4/5 {what}", adapt_run, lambda: _adapt(data, budget, adapt_run, from_scratch), resumable=True)
-    stage.run(
-        "5/5 measure the adaptation on held-out clips",
-        adapt_eval,
-        lambda: _eval_adapted(data, budget, adapt_run, adapt_eval, from_scratch),
-    )
+    if budget.adapt_wer:
+        stage.run(
+            "5/5 transcribe the held-out clips before and after",
+            adapt_eval,
+            lambda: _eval_adapted(data, budget, adapt_run, adapt_eval, from_scratch),
+        )
     summary = summarise(root, data, adapt_run, adapt_eval, budget, from_scratch)
     summary["stage_seconds"] = stage.times
     summary["total_seconds"] = time.perf_counter() - started
@@ -307,8 +319,10 @@ def summarise(
     report = json.loads((root / "eval" / "report.json").read_text())
     alignment = json.loads((root / "diagnose" / "alignment.json").read_text())
     before, after = _dev_rows(adapt_run)
-    adapted = json.loads((adapt_eval / "report.json").read_text())["systems"]
-    wer = {name: entry["metrics"]["asr"]["wer"] for name, entry in adapted.items()}
+    wer: dict[str, float] = {}
+    if budget.adapt_wer:
+        adapted = json.loads((adapt_eval / "report.json").read_text())["systems"]
+        wer = {name: entry["metrics"]["asr"]["wer"] for name, entry in adapted.items()}
     return {
         "budget": asdict(budget),
         "notes": (data.root / "notes.txt").read_text().strip(),
@@ -363,10 +377,10 @@ def demo_tables(summary: dict[str, Any]) -> list[tuple[str, list[str], list[list
     qa = shipped.get("synthetic context-qa", {})
     cascade_ttft = qa.get("cascade", {}).get("ttft_ms")
     qa_rows = []
-    for name in ("aura", "bridge", "cascade", "text"):
-        entry = qa.get(name, {})
+    for name in [n for n in ("aura", "bridge", "cascade", "text") if n in qa]:
+        entry = qa[name]
         ttft = entry.get("ttft_ms")
-        speedup = cascade_ttft / ttft if cascade_ttft and ttft and name != "cascade" else None
+        speedup = cascade_ttft / ttft if cascade_ttft and ttft and name in ("aura", "bridge") else None
         qa_rows.append(
             [
                 LABELS[name],
@@ -388,6 +402,7 @@ def demo_tables(summary: dict[str, Any]) -> list[tuple[str, list[str], list[list
             _num(asr.get(name, {}).get("ttft_ms")),
         ]
         for name in ("whisper", "aura", "bridge")
+        if name in asr
     ]
     adapt = summary["adaptation"]
     before, after = adapt["before"], adapt["after"]
@@ -400,8 +415,11 @@ def demo_tables(summary: dict[str, Any]) -> list[tuple[str, list[str], list[list
             "listening gap: LM loss with another clip's audio minus with its own (higher: hears more)",
             *(_num(x.get("dev_listening_gap"), "{:.3f}") for x in (before, after)),
         ],
-        ["WER of the model's transcription", _pct(before.get("wer")), _pct(after.get("wer"))],
     ]
+    if before.get("wer") is not None or after.get("wer") is not None:
+        adapt_rows.append(
+            ["WER of the model's transcription", _pct(before.get("wer")), _pct(after.get("wer"))]
+        )
     start = "the untrained student" if adapt["from_scratch"] else "the shipped checkpoint"
     return [
         (
