@@ -194,6 +194,7 @@ def _adapt(data: DemoData, budget: DemoBudget, run_dir: Path, from_scratch: bool
         f"data.train={data.adapt_train}",
         f"data.dev={data.adapt_dev}",
         "data.probe=null",
+        f"distill.cache_dir={run_dir.parent / 'teacher-cache'}",  # the demo folder holds all it made
         f"train.max_steps={steps}",
         f"train.schedule_steps={steps}",
         f"train.warmup_steps={max(1, steps // 6)}",
