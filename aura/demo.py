@@ -27,10 +27,10 @@ from typing import Any
 
 import numpy as np
 from rich.console import Console
-from rich.table import Table
 
 from aura.data.manifest import read_manifest, write_manifest
 from aura.data.synth import synthesize
+from aura.demo_report import print_summary, write_summary
 
 SHIPPED = "aura-smollm2-135m"
 SHIPPED_BRIDGE = "aura-smollm2-135m-bridge"
@@ -227,6 +227,18 @@ def _eval_adapted(data: DemoData, budget: DemoBudget, run_dir: Path, out: Path, 
     )
 
 
+def _budget_changed(console: Console, root: Path, budget: DemoBudget) -> bool:
+    """Record the size a demo folder is made with; True (redo every stage) when it was made with another,
+    since reused stages would then hold other clips and steps than the tables name."""
+    path, wanted = root / "budget.json", asdict(budget)
+    stored = json.loads(path.read_text()) if path.is_file() else None
+    path.write_text(json.dumps(wanted, indent=2))
+    if stored is not None and stored != wanted:
+        console.print(f"[yellow]{root} was made with another demo size; redoing every stage.[/]")
+        return True
+    return False
+
+
 def run_demo(
     out: str | Path = "aura-demo",
     quick: bool = False,
@@ -241,10 +253,11 @@ def run_demo(
     budget = budget or (QUICK if quick else FULL)
     root = Path(out)
     root.mkdir(parents=True, exist_ok=True)
-    stage = Stage(console, root, fresh)
+    stage = Stage(console, root, fresh or _budget_changed(console, root, budget))
     data = DemoData(root / "data")
     eval_dir, diag_dir = root / "eval", root / "diagnose"
-    adapt_run, adapt_eval = root / ("scratch" if from_scratch else "adapt"), root / "adapt-eval"
+    adapt_run = root / ("scratch" if from_scratch else "adapt")
+    adapt_eval = root / f"{adapt_run.name}-eval"
     started = time.perf_counter()
 
     stage.run("1/5 synthesise fresh speech", data.root, lambda: _synth_data(budget, data.root))
@@ -270,6 +283,7 @@ def run_demo(
     summary["stage_seconds"] = stage.times
     summary["total_seconds"] = time.perf_counter() - started
     summary["report"] = str(root / "demo.md")
+    summary["model"] = SHIPPED
     write_summary(summary, root)
     print_summary(console, summary)
     return summary
@@ -352,147 +366,3 @@ def summarise(
             "example clip": str(next(iter(sorted(data.qa.parent.glob("audio/*.wav"))), "CLIP.wav")),
         },
     }
-
-
-# ------------------------------------------------------------------------------------------ tables
-LABELS = {
-    "aura": "aura (shipped: audio embedded in the LLM)",
-    "bridge": "bridge (shipped: Whisper encoder → projector → LLM)",
-    "cascade": "cascade (Whisper → transcript → LLM)",
-    "text": "text ceiling (LLM reads the gold transcript)",
-    "whisper": "whisper (the teacher alone)",
-}
-
-
-def _pct(value: float | None) -> str:
-    return "—" if value is None else f"{100 * value:.1f}%"
-
-
-def _num(value: float | None, pattern: str = "{:.0f}") -> str:
-    return "—" if value is None else pattern.format(value)
-
-
-def demo_tables(summary: dict[str, Any]) -> list[tuple[str, list[str], list[list[str]]]]:
-    """(title, header, rows) of every table the demo prints and writes, built once for both."""
-    shipped = summary["shipped"]
-    qa = shipped.get("synthetic context-qa", {})
-    cascade_ttft = qa.get("cascade", {}).get("ttft_ms")
-    qa_rows = []
-    for name in [n for n in ("aura", "bridge", "cascade", "text") if n in qa]:
-        entry = qa[name]
-        ttft = entry.get("ttft_ms")
-        speedup = cascade_ttft / ttft if cascade_ttft and ttft and name in ("aura", "bridge") else None
-        qa_rows.append(
-            [
-                LABELS[name],
-                _pct(entry.get("accuracy")),
-                _pct(entry.get("f1")),
-                _num(ttft),
-                _num(speedup, "{:.2f}×"),
-            ]
-        )
-    qa_rows.append(["chance (one of the offered candidates)", _pct(summary["qa_chance"]), "—", "—", "—"])
-    n_qa = next(iter(qa.values()), {}).get("n", 0)
-    asr, real = shipped.get("synthetic asr", {}), shipped.get("real asr", {})
-    n_asr, n_real = next(iter(asr.values()), {}).get("n", 0), next(iter(real.values()), {}).get("n", 0)
-    asr_rows = [
-        [
-            LABELS[name],
-            _pct(asr.get(name, {}).get("wer")),
-            _pct(real.get(name, {}).get("wer")),
-            _num(asr.get(name, {}).get("ttft_ms")),
-        ]
-        for name in ("whisper", "aura", "bridge")
-        if name in asr
-    ]
-    adapt = summary["adaptation"]
-    before, after = adapt["before"], adapt["after"]
-    adapt_rows = [
-        [
-            "dev LM loss, nats per answer token (lower: better)",
-            *(_num(x.get("dev_lm_loss"), "{:.3f}") for x in (before, after)),
-        ],
-        [
-            "listening gap: LM loss with another clip's audio minus with its own (higher: hears more)",
-            *(_num(x.get("dev_listening_gap"), "{:.3f}") for x in (before, after)),
-        ],
-    ]
-    if before.get("wer") is not None or after.get("wer") is not None:
-        adapt_rows.append(
-            ["WER of the model's transcription", _pct(before.get("wer")), _pct(after.get("wer"))]
-        )
-    start = "the untrained student" if adapt["from_scratch"] else "the shipped checkpoint"
-    return [
-        (
-            f"Spoken questions: context-QA on {n_qa} fresh clips (held-out voices and entities)",
-            ["system", "accuracy", "F1", "TTFT ms (median)", "TTFT speed-up vs cascade"],
-            qa_rows,
-        ),
-        (
-            f"Transcription: WER on {n_asr} fresh synthetic clips and {n_real} real recordings",
-            ["system", "WER synthetic", "WER real speech", "TTFT ms (median, synthetic)"],
-            asr_rows,
-        ),
-        (
-            f"Training: {adapt['steps']} steps from {start} on {adapt['train_clips']} fresh noisy clips "
-            f"({adapt['noise_snr_db']:g} dB SNR), measured on {adapt['dev_clips']} held-out noisy clips",
-            ["measure", "before", "after"],
-            adapt_rows,
-        ),
-    ]
-
-
-def _alignment_line(summary: dict[str, Any]) -> str:
-    align = summary["alignment"]
-    probe = align["probe"]
-    line = (
-        f"Alignment of the shipped checkpoint on {align['clips']} clips: mean CKA with Whisper's states "
-        f"{_num(align['mean_cka'], '{:.3f}')}, mean centred cosine {_num(align['mean_centred_cosine'], '{:.3f}')}, "
-        f"listening gap {align['listening_gap']:.3f} nats"
-    )
-    if "student_wer" in probe:
-        line += (
-            f"; Whisper's decoder reading AuRA's states: WER {_pct(probe['student_wer'])} "
-            f"(the teacher's own states: {_pct(probe['teacher_pooled_wer'])}, on {probe['data']})"
-        )
-    return line + "."
-
-
-def write_summary(summary: dict[str, Any], root: Path) -> None:
-    """`demo.json` (every number) and `demo.md` (the tables) in the demo folder."""
-    (root / "demo.json").write_text(json.dumps(summary, indent=2))
-    lines = ["# aura demo", "", summary["notes"], ""]
-    for title, header, rows in demo_tables(summary):
-        lines += [f"## {title}", "", "| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-        lines += ["| " + " | ".join(row) + " |" for row in rows] + [""]
-    lines += [
-        _alignment_line(summary),
-        "",
-        "TTFT: time to the first answer text from the moment the clip is in memory, batch 1, on this machine. "
-        "WER after Whisper's English normaliser. Accuracy: the reply contains the gold answer and no "
-        "distractor the prompt offers.",
-        "",
-        "Plots: " + ", ".join(f"`{p}`" for p in summary["files"]["plots"]),
-        "",
-        f"Total {summary['total_seconds'] / 60:.1f} min; stages: "
-        + ", ".join(f"{k} {v:.0f} s" for k, v in summary["stage_seconds"].items()),
-    ]
-    (root / "demo.md").write_text("\n".join(lines) + "\n")
-
-
-def print_summary(console: Console, summary: dict[str, Any]) -> None:
-    for title, header, rows in demo_tables(summary):
-        table = Table(title=title, title_justify="left")
-        for i, column in enumerate(header):
-            table.add_column(column, justify="left" if i == 0 else "right")
-        for row in rows:
-            table.add_row(*row)
-        console.print(table)
-    console.print(_alignment_line(summary))
-    console.print(summary["notes"])
-    files = summary["files"]
-    console.print(f"total {summary['total_seconds'] / 60:.1f} min; report: {summary['report']}")
-    console.print("plots: " + ", ".join(files["plots"]))
-    console.print("try it:")
-    console.print(f"  .venv/bin/aura generate --model {SHIPPED} --audio {files['example clip']}")
-    console.print(f"  .venv/bin/aura serve --model {SHIPPED} --port 8000")

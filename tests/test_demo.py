@@ -1,12 +1,13 @@
 """`aura demo`: resumable stages, and the whole demo on the shipped checkpoints at a tiny budget."""
 
 import json
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
 from rich.console import Console
 
-from aura.demo import DONE, DemoBudget, Stage, run_demo
+from aura.demo import DONE, DemoBudget, Stage, _budget_changed, run_demo
 
 
 def _stage(tmp_path: Path, fresh: bool = False) -> Stage:
@@ -82,3 +83,12 @@ def test_demo_on_the_shipped_checkpoints(tmp_path: Path) -> None:
     again = run_demo(out, budget=TINY)
     assert set(again["stage_seconds"].values()) == {0.0}
     assert again["shipped"] == shipped and again["adaptation"] == adaptation
+
+
+def test_a_folder_made_with_another_size_is_redone(tmp_path: Path) -> None:
+    console = Console(quiet=True)
+    assert not _budget_changed(console, tmp_path, TINY)
+    assert not _budget_changed(console, tmp_path, TINY)
+    # reused stages would hold other clips and steps than the tables name
+    assert _budget_changed(console, tmp_path, replace(TINY, adapt_steps=2))
+    assert json.loads((tmp_path / "budget.json").read_text())["adapt_steps"] == 2
