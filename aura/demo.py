@@ -61,11 +61,11 @@ class DemoBudget:
 
 QUICK = DemoBudget(
     test_asr=3,
-    test_qa=4,
+    test_qa=3,
     real=3,
     bridge=False,
     diagnose_clips=3,
-    adapt_train=8,
+    adapt_train=6,
     adapt_dev=3,
     adapt_steps=4,
     adapt_wer=False,
