@@ -28,7 +28,7 @@ from typing import Any
 import numpy as np
 from rich.console import Console
 
-from aura.data.manifest import read_manifest, write_manifest
+from aura.data.manifest import DEFAULT_MAX_SECONDS, read_manifest, write_manifest
 from aura.data.synth import synthesize
 from aura.demo_report import print_summary, write_summary
 
@@ -39,7 +39,7 @@ ADAPT_NOISE_DB = 10.0  # the new condition the adaptation stage trains on: speec
 # a fifth of the shipped recipe's rate: a short fine-tune at 5e-4 moves every LoRA block far enough to
 # lose what the checkpoint hears (measured: listening gap 0.92 -> 0.56 nats, WER 86 % -> 114 % in 8 steps)
 ADAPT_LR = 1e-4
-REAL_MIN_WORDS = 4
+REAL_WORDS = (4, 12)  # the real prompts used: sentences as long as the synthetic ones
 
 
 @dataclass(frozen=True)
@@ -147,15 +147,23 @@ def _real_speech(budget: DemoBudget, folder: Path) -> str:
     if not hasattr(importers, "import_asterisk"):
         return "real speech: skipped (this build has no `aura data import --from asterisk`)."
     try:
-        halves = importers.import_asterisk(folder / "asterisk", progress=False)
+        # clips over 30 s go to its rejects: the evaluation reads a manifest's clips whole
+        halves = importers.import_asterisk(
+            folder / "asterisk", max_seconds=DEFAULT_MAX_SECONDS, progress=False
+        )
     except FileNotFoundError as err:
         return f"real speech: skipped ({err})"
-    # sentences, not the one-word prompts ("activated"): a transcription test, not word spotting
-    sentences = [ex for ex in read_manifest(halves["test"][0]) if len(ex.response.split()) >= REAL_MIN_WORDS]
+    # sentences, not the one-word prompts ("activated"): a transcription test, not word spotting; and
+    # none longer than `max_new_tokens` can hold, which would count the cut-off words as deleted
+    sentences = [
+        ex
+        for ex in read_manifest(halves["test"][0])
+        if REAL_WORDS[0] <= len(ex.response.split()) <= REAL_WORDS[1]
+    ]
     examples = sentences[: budget.real]
     write_manifest(examples, folder / "real" / "manifest.jsonl")
     return (
-        f"real speech: {len(examples)} Asterisk prompts of {REAL_MIN_WORDS}+ words "
+        f"real speech: {len(examples)} Asterisk prompts of {REAL_WORDS[0]}-{REAL_WORDS[1]} words "
         "(one recorded speaker, telephone audio)."
     )
 

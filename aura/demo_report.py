@@ -18,7 +18,7 @@ LABELS = {
     "bridge": "bridge (shipped: Whisper encoder → projector → LLM)",
     "cascade": "cascade (Whisper → transcript → LLM)",
     "text": "text ceiling (LLM reads the gold transcript)",
-    "whisper": "whisper (the teacher alone)",
+    "whisper": "whisper (the teacher alone; its text arrives whole)",
 }
 
 
