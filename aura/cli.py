@@ -89,11 +89,16 @@ def generate(
     max_new_tokens: int = typer.Option(256, "--max-new-tokens", min=1),
     temperature: float = typer.Option(0.0, "--temperature", min=0.0, help="0 = greedy (deterministic)."),
     top_p: float = typer.Option(1.0, "--top-p", min=0.0, max=1.0),
+    dtype: str = typer.Option(
+        "float32",
+        "--dtype",
+        help="Weights and activations: float32, bfloat16 (fast on CPUs with AMX/AVX512-BF16) or float16.",
+    ),
 ) -> None:
     """Answer a prompt about an audio clip with a trained AuRA model."""
-    from aura.infer import AuraModel
+    from aura.infer import AuraModel, parse_dtype
 
-    aura_model = AuraModel.from_pretrained(model)
+    aura_model = AuraModel.from_pretrained(model, dtype=parse_dtype(dtype))
     pieces = aura_model.stream(
         audio=audio or None,
         prompt=prompt,
@@ -125,8 +130,27 @@ def serve(
         25.0, "--max-body-mb", min=0.001, help="Largest request body accepted."
     ),
     max_audio_seconds: float = typer.Option(
-        300.0, "--max-audio-seconds", min=1.0, help="Longest clip accepted."
+        300.0,
+        "--max-audio-seconds",
+        min=1.0,
+        help="Most audio one request may carry, all its parts together.",
     ),
+    max_audio_parts: int = typer.Option(
+        16, "--max-audio-parts", min=1, help="Most input_audio parts in one request."
+    ),
+    max_request_tokens: int = typer.Option(
+        8192,
+        "--max-request-tokens",
+        min=2,
+        help="Most tokens one request may take: its prompt (text + audio) and the tokens it asks for.",
+    ),
+    max_queue: int = typer.Option(
+        64,
+        "--max-queue",
+        min=1,
+        help="Most requests waiting or running at once; more are answered 429 with Retry-After.",
+    ),
+    max_batch: int = typer.Option(8, "--max-batch", min=1, help="Most requests in one model call."),
     merge: bool = typer.Option(
         False,
         "--merge",
@@ -134,13 +158,19 @@ def serve(
         "audio then get the speech-tuned LLM, which answers text badly, instead of the exact base LLM "
         "(benchmarks/merge.py).",
     ),
+    dtype: str = typer.Option(
+        "float32",
+        "--dtype",
+        help="Weights and activations: float32, bfloat16 (fast on CPUs with AMX/AVX512-BF16) or float16.",
+    ),
 ) -> None:
     """Serve the model behind an OpenAI-compatible API (/v1/chat/completions, /v1/audio/transcriptions)
     and a voice page at /."""
-    from aura.infer import AuraModel
+    from aura.infer import AuraModel, parse_dtype
     from aura.serve import serve as run_server
+    from aura.serve_limits import Limits
 
-    aura_model = AuraModel.from_pretrained(model, merge=merge)
+    aura_model = AuraModel.from_pretrained(model, merge=merge, dtype=parse_dtype(dtype))
     run_server(
         aura_model,
         host=host,
@@ -148,7 +178,9 @@ def serve(
         model_name=aura_model.name,
         api_key=api_key,
         max_body_bytes=int(max_body_mb * 2**20),
-        max_audio_seconds=max_audio_seconds,
+        limits=Limits(max_audio_seconds, max_audio_parts, max_request_tokens),
+        max_queue=max_queue,
+        max_batch=max_batch,
     )
 
 
@@ -208,8 +240,8 @@ def eval_(
     systems: str = typer.Option(
         "aura,cascade,bridge,text",
         "--systems",
-        help="Comma-separated: aura, bridge, cascade, cascade-beam, text, whisper (teacher WER), and NAME=RUN_DIR "
-        "for more checkpoints.",
+        help="Comma-separated: aura, bridge, cascade, cascade-beam, cascade-fast (faster-whisper + llama.cpp), "
+        "text, whisper (teacher WER), and NAME=RUN_DIR for more checkpoints.",
     ),
     out: str = typer.Option(..., "--out", help="Folder for report.json, report.md, predictions and plots."),
     model: str | None = typer.Option(None, "--model", help="AuRA checkpoint (RUN_DIR or RUN_DIR/final)."),
@@ -234,12 +266,18 @@ def eval_(
         False, "--rescore", help="Rescore the earlier run in --out from its predictions (no generation)."
     ),
     quiet: bool = typer.Option(False, "--quiet", help="No progress bar."),
+    dtype: str = typer.Option(
+        "float32",
+        "--dtype",
+        help="The checkpoints' dtype: float32, bfloat16 or float16 (baselines: float32).",
+    ),
 ) -> None:
     """Compare AuRA with the cascade, bridge and text-ceiling baselines: accuracy, latency, plots."""
     from pathlib import Path
 
     from aura.evaluate import rescore as rescore_run
     from aura.evaluate import run_eval
+    from aura.infer import parse_dtype
 
     report = (
         rescore_run(out, data)
@@ -257,6 +295,7 @@ def eval_(
             max_new_tokens=max_new_tokens,
             throughput_items=throughput_examples,
             progress=not quiet,
+            dtype=parse_dtype(dtype),
         )
     )
     sys.stdout.write((Path(out) / "report.md").read_text())
@@ -361,7 +400,7 @@ def transcribe(
 
 
 data_app = typer.Typer(
-    help="Speech data: check manifests, synthesise examples with espeak-ng, import corpora.",
+    help="Speech data: check manifests, synthesise examples (several engines, augmentation), import corpora.",
     no_args_is_help=True,
 )
 app.add_typer(data_app, name="data")
@@ -404,10 +443,21 @@ def data_synth(
     out: str = typer.Option(..., "--out", help="Output folder (manifest.jsonl and audio/)."),
     seed: int = typer.Option(0, "--seed", help="Same seed, same data."),
     split: str = typer.Option("train", "--split", help="train, dev or test; entities never cross splits."),
+    engines: str = typer.Option(
+        "espeak",
+        "--engines",
+        help="Comma-separated synthesis engines, drawn per clip: any of espeak, piper, flite, festival.",
+    ),
+    augment: bool | None = typer.Option(
+        None,
+        "--augment/--no-augment",
+        help="Speaker and channel augmentation per clip (default: on unless the only engine is espeak).",
+    ),
     voices: str | None = typer.Option(
         None,
         "--voices",
-        help="Comma-separated espeak voices, e.g. en-us+f4,en-gb+m6 (overrides --voice-set).",
+        help="Comma-separated voices, ENGINE:VOICE or a bare espeak voice, e.g. en-us+f4,flite:awb "
+        "(overrides --voice-set).",
     ),
     voice_set: str = typer.Option(
         "auto", "--voice-set", help="train, heldout, or auto (train voices for train, held-out otherwise)."
@@ -422,10 +472,17 @@ def data_synth(
         "(default: everyday words, the filter dev/test sets are drawn with; 5 doubles the train sentences).",
     ),
 ) -> None:
-    """Synthesise spoken examples with espeak-ng into OUT/manifest.jsonl and OUT/audio/."""
-    from aura.data.synth import synthesize
+    """Synthesise spoken examples (espeak-ng, piper, flite, festival) into OUT/manifest.jsonl and OUT/audio/."""
+    from aura.data.synth import synthesize, voice_pools
 
     voice_list = [v.strip() for v in voices.split(",") if v.strip()] if voices else None
+    engine_list = [e.strip() for e in engines.split(",") if e.strip()]
+    left_out = set(engine_list) - set(voice_pools(engine_list, split, voice_set, voice_list))
+    if left_out:
+        err_console.print(
+            f"note: {', '.join(sorted(left_out))} left out: no voice in --voices or in this split's voice "
+            "set (dev/test hear only voices training never hears)."
+        )
     path = synthesize(
         task,
         n,
@@ -437,32 +494,71 @@ def data_synth(
         noise_snr=noise,
         workers=workers,
         min_word_count=min_word_count,
+        engines=engine_list,
+        augment=augment,
     )
     console.print(f"wrote {n} example(s) to {path}")
 
 
 @data_app.command("import")
 def data_import(
-    source: str = typer.Option(..., "--from", help="librispeech, csv or hf-disk."),
-    src: str = typer.Argument(..., help="Source folder, CSV/TSV file, or save_to_disk folder."),
+    source: str = typer.Option(..., "--from", help="librispeech, csv, hf-disk or asterisk."),
+    src: str | None = typer.Argument(
+        None,
+        help="Source folder, CSV/TSV file, or save_to_disk folder; for asterisk the folder of the prompts' "
+        "wav files (default: Debian's asterisk-core-sounds-en-wav).",
+    ),
     out: str = typer.Option(..., "--out", help="Output folder (manifest.jsonl and audio/)."),
-    max_seconds: float = typer.Option(30.0, "--max-seconds", min=0.1, help="Longest clip allowed."),
+    max_seconds: float | None = typer.Option(
+        None, "--max-seconds", min=0.1, help="Longest clip allowed (default: 30 s; asterisk: no limit)."
+    ),
     skip_bad: bool = typer.Option(
         False, "--skip-bad", help="Write bad items to OUT/rejects.jsonl instead of failing."
     ),
     reference: bool = typer.Option(
         False, "--reference", help="Point at 16-kHz mono source files instead of copying them."
     ),
+    transcripts: str | None = typer.Option(
+        None,
+        "--transcripts",
+        help="asterisk: the `name: text` transcript file, gzipped or not (default: Debian's "
+        "asterisk-core-sounds-en core-sounds-en.txt.gz).",
+    ),
 ) -> None:
-    """Import a speech corpus into a manifest (audio copied, or resampled to 16 kHz when needed)."""
+    """Import a speech corpus into a manifest (audio copied, or resampled to 16 kHz when needed).
+
+    `--from asterisk` writes OUT/dev/ and OUT/test/, a fixed half each: real speech for evaluation only.
+    """
     from pathlib import Path
 
-    from aura.data.importers import import_corpus
-    from aura.data.manifest import ManifestError
+    from aura.data import importers
+    from aura.data.manifest import DEFAULT_MAX_SECONDS, ManifestError
 
     try:
-        path, count, rejected = import_corpus(
-            source, src, out, max_seconds=max_seconds, skip_bad=skip_bad, reference=reference
+        if source == "asterisk":
+            halves = importers.import_asterisk(
+                out,
+                audio_dir=src or importers.ASTERISK_AUDIO,
+                transcripts=transcripts or importers.ASTERISK_TRANSCRIPTS,
+                max_seconds=max_seconds or float("inf"),
+            )
+            for path, count, rejected in halves.values():
+                note = (
+                    f"; {rejected} item(s) left out, listed in {path.parent / 'rejects.jsonl'}"
+                    if rejected
+                    else ""
+                )
+                console.print(f"wrote {count} example(s) to {path}{note}")
+            return
+        if src is None:
+            raise ValueError(f"--from {source} needs SRC: the folder or file to import.")
+        path, count, rejected = importers.import_corpus(
+            source,
+            src,
+            out,
+            max_seconds=max_seconds or DEFAULT_MAX_SECONDS,
+            skip_bad=skip_bad,
+            reference=reference,
         )
     except ImportError as err:  # the optional `datasets` package, with the install hint in the message
         err_console.print(f"[bold red]error:[/] {err}", highlight=False, soft_wrap=True)

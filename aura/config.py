@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import os
 import types
 import typing
 from dataclasses import dataclass, field
@@ -162,7 +163,11 @@ class AuraConfig:
         return "\n".join(lines) + "\n"
 
     def save(self, path: str | Path) -> None:
-        Path(path).write_text(self.to_yaml())
+        """Write the YAML whole or not at all (a run killed mid-write must still have its config)."""
+        path = Path(path)
+        tmp = path.with_name(path.name + ".tmp")
+        tmp.write_text(self.to_yaml())
+        os.replace(tmp, path)
 
     @classmethod
     def from_dict(cls, data: dict[str, Any], *, source: str = "config") -> AuraConfig:

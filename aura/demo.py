@@ -144,10 +144,8 @@ def _real_speech(budget: DemoBudget, folder: Path) -> str:
     """The first clips of the Asterisk prompts' test half into `folder/real`, or why there are none."""
     from aura.data import importers
 
-    if not hasattr(importers, "import_asterisk"):
-        return "real speech: skipped (this build has no `aura data import --from asterisk`)."
     try:
-        # clips over 30 s go to its rejects: the evaluation reads a manifest's clips whole
+        # clips over 30 s go to its rejects: far longer than the sentences the token cap reads
         halves = importers.import_asterisk(
             folder / "asterisk", max_seconds=DEFAULT_MAX_SECONDS, progress=False
         )
@@ -201,7 +199,7 @@ def _adapt(data: DemoData, budget: DemoBudget, run_dir: Path, from_scratch: bool
     trainer's dev evaluation at step 0 and at the end gives the before/after numbers."""
     from aura.config import load_config
     from aura.infer import run_folders
-    from aura.train import last_checkpoint, train
+    from aura.train import train
 
     steps = budget.adapt_steps
     overrides = [
@@ -224,7 +222,8 @@ def _adapt(data: DemoData, budget: DemoBudget, run_dir: Path, from_scratch: bool
     if from_scratch:
         overrides += ["train.head_warmup_steps=0"]
     config = load_config(run_folders(SHIPPED)[1] / "config.yaml", overrides)
-    train(config, run_dir, resume=last_checkpoint(run_dir) is not None)
+    # an interrupted (or finished) run in `run_dir` is continued, not refused
+    train(config, run_dir, resume=(run_dir / "config.yaml").is_file())
 
 
 def _eval_adapted(data: DemoData, budget: DemoBudget, run_dir: Path, out: Path, from_scratch: bool) -> None:

@@ -29,11 +29,9 @@ import torch.nn.functional as F
 from peft import PeftModel
 
 from aura.config import AuraConfig, load_config
-from aura.data.manifest import read_manifest
 from aura.distill import HEADS_FILE, DistillHeads, layer_map, linear_cka
-from aura.features import load_audio
 from aura.infer import run_folders
-from aura.probe import Clip, decoder_probe, student_states, teacher_states
+from aura.probe import Clip, decoder_probe, load_clips, student_states, teacher_states
 from aura.student import AuraStudent, base_model, with_transcript
 
 # response token ranges (1-based, inclusive; None = to the end) of the listening gap by position
@@ -238,20 +236,6 @@ def _plot(result: dict[str, Any], path: Path) -> None:
     plt.close(fig)
 
 
-def _clips(data: str | Path, limit: int | None) -> list[Clip]:
-    """The manifest's first `limit` examples (all if None) with their audio; an asr response is its reference."""
-    return [
-        Clip(
-            ex.id,
-            ex.prompt,
-            ex.response,
-            ex.transcript or (ex.response if ex.task == "asr" else None),
-            load_audio(ex.audio, name=ex.id),
-        )
-        for ex in read_manifest(data)[:limit]
-    ]
-
-
 def diagnose(
     model: str | Path,
     data: str | Path,
@@ -274,7 +258,7 @@ def diagnose(
             f"{folder}: a `{student.config.arch}` checkpoint; diagnose compares an AuRA student with its teacher."
         )
     config = _run_config(run_dir, student)
-    clips = _clips(data, limit)
+    clips = load_clips(data, limit)
     from aura.teacher import load_teacher
 
     teacher = load_teacher(student.config.teacher)
@@ -332,7 +316,7 @@ def diagnose(
             if probe_data is None:
                 result["probe"] = decoder_probe(teacher, heads, last, clips, ours[s], theirs[t], k, progress)
             else:
-                heard = _clips(probe_data, None)
+                heard = load_clips(probe_data)
                 result["probe"] = decoder_probe(
                     teacher,
                     heads,

@@ -112,9 +112,12 @@ class DistillHeads(nn.Module):
     def forward(self, index: int, state: torch.Tensor) -> torch.Tensor:
         return self.heads[index](state)
 
-    def save(self, path: str | Path) -> None:
-        """`heads.safetensors`: head weights + target statistics; layer pairs in the metadata."""
-        tensors = {k: v.detach().float().contiguous().cpu() for k, v in self.state_dict().items()}
+    def save(self, path: str | Path, state_dict: dict[str, torch.Tensor] | None = None) -> None:
+        """`heads.safetensors`: head weights + target statistics; layer pairs in the metadata.
+
+        `state_dict` gives the weights whole when the live ones are sharded (FSDP)."""
+        weights = self.state_dict() if state_dict is None else state_dict
+        tensors = {k: v.detach().float().contiguous().cpu() for k, v in weights.items()}
         tensors["standardize"] = self.standardize.to(torch.float32).reshape(1)
         save_file(tensors, str(path), metadata={"pairs": json.dumps(self.pairs)})
 

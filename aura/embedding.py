@@ -56,8 +56,12 @@ class AudioEmbedding(nn.Module):
             self.positions.copy_(table[: self.max_frames].to(self.positions.dtype))
 
     def frames(self, mel: torch.Tensor) -> torch.Tensor:
-        """Conv stem + positions: `(B, n_mels, 2F)` -> `(B, F, width)` at 50 Hz (the teacher's layer 0)."""
-        x = F.gelu(self.conv1(mel))
+        """Conv stem + positions: `(B, n_mels, 2F)` -> `(B, F, width)` at 50 Hz (the teacher's layer 0).
+
+        The log-mel arrives in float32 whatever the layer's dtype; it is cast to the weights' dtype here,
+        so a layer loaded in bfloat16 runs as is (under autocast the cast is a no-op on float32 weights).
+        """
+        x = F.gelu(self.conv1(mel.to(self.conv1.weight.dtype)))
         x = F.gelu(self.conv2(x)).transpose(1, 2)
         if x.shape[1] > self.max_frames:
             raise ValueError(
@@ -77,7 +81,9 @@ class AudioEmbedding(nn.Module):
 
     def _project(self, stacked: torch.Tensor) -> torch.Tensor:
         y = self.proj(self.norm(stacked))
-        return y * (self.target_rms / y.pow(2).mean(-1, keepdim=True).add(1e-6).sqrt())
+        # the RMS is taken in float32: a bfloat16 mean over the LLM width loses the scale's third digit
+        rms = y.float().pow(2).mean(-1, keepdim=True).add(1e-6).sqrt()
+        return y * (self.target_rms.float() / rms).to(y.dtype)
 
     def embed_clips(self, mels: list[torch.Tensor]) -> list[torch.Tensor]:
         """Embed clips of different lengths with one batched conv pass; each clip keeps only its own

@@ -1,13 +1,16 @@
 """`aura eval`: AuRA against its baselines on one or more manifests, accuracy and latency from one run.
 
 Every system answers through the same interface (`System.answer` for batches, `System.stream` for one
-example, yielding text as it is generated) and through the same decoding loop (`aura.infer.Decoding`:
-greedy, KV cache), so differences in the numbers come from the systems, not from the harness:
+example, yielding text as it is generated) and, except `cascade-fast`, through the same decoding loop
+(`aura.infer.Decoding`: greedy, KV cache), so differences in the numbers come from the systems, not from
+the harness:
 
 - `aura`: the AuRA checkpoint; audio enters through the embedding layer, no encoder runs.
 - `bridge`: the baseline checkpoint (frozen Whisper encoder -> projector -> LLM+LoRA).
 - `cascade` / `cascade-beam`: the teacher Whisper transcribes (greedy / beam search), then the base LLM
   without LoRA answers from the transcript placed where the audio was.
+- `cascade-fast`: the cascade users run on a CPU, on the same registry files: faster-whisper (CTranslate2,
+  int8, greedy) transcribes, llama.cpp (the GGUF) answers (`aura.fast_cascade`; optional extra).
 - `text`: the base LLM given the gold transcript: the ceiling for the LLM's answers.
 - `whisper`: the teacher alone, greedy, on the `asr` examples: the transcription WER AuRA is held to.
 
@@ -42,7 +45,7 @@ from aura.infer import AuraModel, Decoding, GenerationRequest, checkpoint_folder
 from aura.metrics import error_rates, qa_scores
 from aura.student import CONFIG_FILE, StudentBatch, span_attention_mask, with_transcript
 
-SYSTEMS = ("aura", "cascade", "cascade-beam", "bridge", "text", "whisper")
+SYSTEMS = ("aura", "cascade", "cascade-beam", "cascade-fast", "bridge", "text", "whisper")
 ASR_TASK = "asr"
 THROUGHPUT_BATCH = 8
 
@@ -87,14 +90,15 @@ def load_items(manifests: str | Path | Sequence[str | Path], limit: int | None =
     """Read one or more manifests (bad lines fail with their line numbers) and decode their clips.
 
     Several manifests (e.g. the `asr` and `context-qa` test splits) make one evaluation set; `limit`
-    keeps the first N examples of each, so every task stays represented.
+    keeps the first N examples of each, so every task stays represented. Clips of any length are
+    evaluated: inference reads long audio in 30-s windows (the 30-s limit is for training data).
     """
     paths = [manifests] if isinstance(manifests, str | Path) else list(manifests)
     if not paths:
         raise EvalError("no manifest given; pass --data MANIFEST (repeat it for several).")
     examples = []
     for path in paths:
-        examples += read_manifest(path)[:limit]
+        examples += read_manifest(path, max_seconds=float("inf"))[:limit]
     seen: dict[str, int] = Counter(ex.id for ex in examples)
     repeated = sorted(ex_id for ex_id, count in seen.items() if count > 1)
     if repeated:
@@ -122,6 +126,15 @@ class System(ABC):
         """The answer to one example as text pieces, produced as they are generated."""
 
 
+def chat_prompt_ids(tokenizer: PreTrainedTokenizerBase, prompt: str) -> list[int]:
+    """One user turn through the chat template (its default system prompt included), as token ids: the
+    prompt every text-reading baseline gives its LLM, whatever runtime runs it."""
+    text = tokenizer.apply_chat_template(
+        [{"role": "user", "content": prompt}], tokenize=False, add_generation_prompt=True
+    )
+    return tokenizer(text, add_special_tokens=False)["input_ids"]
+
+
 class ChatLLM:
     """A plain causal LLM (no LoRA) answering chat-templated text prompts through `aura.infer.Decoding`.
 
@@ -137,13 +150,7 @@ class ChatLLM:
 
     @torch.inference_mode()
     def _prefill(self, prompts: Sequence[str]) -> StudentBatch:
-        texts = [
-            self.tokenizer.apply_chat_template(
-                [{"role": "user", "content": p}], tokenize=False, add_generation_prompt=True
-            )
-            for p in prompts
-        ]
-        ids = [self.tokenizer(t, add_special_tokens=False)["input_ids"] for t in texts]
+        ids = [chat_prompt_ids(self.tokenizer, p) for p in prompts]
         embed = self.llm.get_input_embeddings()
         device = embed.weight.device
         length = max(len(row) for row in ids)
@@ -572,6 +579,7 @@ class SystemFactory:
     beam_size: int = 5
     max_new_tokens: int = 64
     extra: dict[str, str] = field(default_factory=dict)  # more checkpoints by system name (ablations)
+    dtype: torch.dtype = torch.float32  # of the checkpoints' weights and activations
     _checkpoints: dict[str, AuraModel] = field(default_factory=dict)
     _chat: ChatLLM | None = None
     _teacher: Any = None
@@ -598,7 +606,7 @@ class SystemFactory:
         """The checkpoint behind system `name` (`aura`, `bridge` or an extra NAME=DIR), loaded once."""
         if name not in self._checkpoints:
             self.inspect(name)
-            self._checkpoints[name] = AuraModel.from_pretrained(self._path(name))
+            self._checkpoints[name] = AuraModel.from_pretrained(self._path(name), dtype=self.dtype)
         return self._checkpoints[name]
 
     def _agree(self, source: str, llm: str, teacher: str) -> None:
@@ -651,6 +659,13 @@ class SystemFactory:
             return CascadeSystem(self.whisper(), self.chat(), beam_size=self.beam_size, name=name)
         if name == "whisper":
             return WhisperSystem(self.whisper())
+        if name == "cascade-fast":
+            from aura.fast_cascade import FastCascadeSystem, FastWhisper, LlamaCppChat
+
+            self._defaults()
+            return FastCascadeSystem(
+                FastWhisper(str(self.teacher)), LlamaCppChat(str(self.llm), self.max_new_tokens)
+            )
         raise EvalError(f"unknown system {name!r}; choose from {', '.join(SYSTEMS)}.")
 
     def release(self, name: str) -> None:
@@ -696,8 +711,10 @@ def run_eval(
     max_new_tokens: int = 64,
     throughput_items: int = 16,
     progress: bool = True,
+    dtype: torch.dtype = torch.float32,
 ) -> dict[str, Any]:
-    """`aura eval`: evaluate each system on the manifest(s), then write the report, table and plots."""
+    """`aura eval`: evaluate each system on the manifest(s), then write the report, table and plots.
+    `dtype` is the checkpoints' (aura, bridge, extras); the baselines' LLMs run in float32."""
     names = parse_systems(systems)
     if "aura" in names and model is None:
         raise EvalError("the `aura` system needs --model RUN_DIR (a checkpoint from `aura train`).")
@@ -707,7 +724,7 @@ def run_eval(
         )
     items = load_items(data, limit)
     extra = {name: path for name, path in names.items() if path is not None}
-    factory = SystemFactory(model, bridge_model, llm, teacher, beam_size, max_new_tokens, extra)
+    factory = SystemFactory(model, bridge_model, llm, teacher, beam_size, max_new_tokens, extra, dtype)
     # read the checkpoints' configs first: they fix the base LLM and teacher the baselines must share
     for name in names:
         if name in ("aura", "bridge") or name in extra:

@@ -43,6 +43,26 @@ from aura.student import (
 # the first of the prompts the ASR task trains on, so transcription requests look like training data
 TRANSCRIBE_PROMPT = ASR_PROMPTS[0]
 TRAIN_CONFIG = "config.yaml"  # the training config `aura train` writes into RUN_DIR
+SEED_MIN, SEED_MAX = -(2**63), 2**64 - 1  # what torch.Generator.manual_seed accepts
+
+
+class RequestError(ValueError):
+    """A request that cannot run, naming the field at fault (the server answers it with a 400)."""
+
+    def __init__(self, field: str, message: str) -> None:
+        super().__init__(message)
+        self.field = field
+
+
+# the dtypes a checkpoint can be loaded in, by the names `--dtype` takes
+DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+
+
+def parse_dtype(name: str) -> torch.dtype:
+    """`--dtype NAME` -> torch dtype; an unknown name is a ValueError listing the choices."""
+    if name not in DTYPES:
+        raise ValueError(f"--dtype {name!r}: choose one of {', '.join(DTYPES)}.")
+    return DTYPES[name]
 
 
 @dataclass
@@ -55,6 +75,34 @@ class GenerationRequest:
     temperature: float = 0.0  # 0 = greedy (deterministic)
     top_p: float = 1.0
     seed: int | None = None
+
+    def validate(self) -> None:
+        """Raise `RequestError` naming the first field out of range: checked before a request joins a
+        batch, so one bad value fails only its own request."""
+
+        def bad(name: str, why: str) -> RequestError:
+            return RequestError(name, f"{name} {why}")
+
+        if isinstance(self.max_new_tokens, bool) or not isinstance(self.max_new_tokens, int):
+            raise bad("max_new_tokens", f"must be an integer, got {self.max_new_tokens!r}.")
+        if self.max_new_tokens < 1:
+            raise bad("max_new_tokens", f"must be at least 1, got {self.max_new_tokens}.")
+        if not (isinstance(self.temperature, int | float) and 0 <= self.temperature < math.inf):
+            raise bad("temperature", f"must be a finite number >= 0 (0 = greedy), got {self.temperature!r}.")
+        if not (isinstance(self.top_p, int | float) and 0 < self.top_p <= 1):
+            raise bad("top_p", f"must be in (0, 1], got {self.top_p!r}.")
+        if self.seed is not None and (
+            isinstance(self.seed, bool)
+            or not isinstance(self.seed, int)
+            or not SEED_MIN <= self.seed <= SEED_MAX
+        ):
+            raise bad("seed", f"must be an integer from {SEED_MIN} to {SEED_MAX}, got {self.seed!r}.")
+        for i, message in enumerate(self.messages):
+            if not isinstance(message.get("role"), str) or not isinstance(message.get("content"), str):
+                raise bad(f"messages[{i}]", "needs a string `role` and a string `content`.")
+        for i, wave in enumerate(self.audio):
+            if not isinstance(wave, np.ndarray) or wave.ndim != 1 or wave.size == 0:
+                raise bad(f"audio[{i}]", "must be a non-empty 1-D 16-kHz float waveform.")
 
 
 @dataclass
@@ -148,6 +196,10 @@ class Decoding:
         # a plain cache keeps every layer's full keys/values: the custom 4-D masks span the whole
         # sequence, which a sliding-window cache layer (Gemma 3) would cut short
         cache = DynamicCache()
+        # the next-token logits sit at each row's last real token (rows may be right-padded); the LM head
+        # runs on those positions only: over the whole prompt it would cost a fifth of a 135M model's prefill
+        last = torch.tensor([n - 1 for n in prefill.lengths], device=device)
+        keep = torch.unique(last)  # sorted
         with self.expert.at(prefill.audio_mask) if self.expert else contextlib.nullcontext():
             out = llm(
                 inputs_embeds=prefill.embeds,
@@ -155,10 +207,9 @@ class Decoding:
                 position_ids=prefill.positions,
                 **{CACHE_KWARG: cache},
                 use_cache=True,
+                logits_to_keep=keep,
             )
-        # the next-token logits sit at each row's last real token (rows may be right-padded)
-        last = torch.tensor([n - 1 for n in prefill.lengths], device=device)
-        logits = out.logits[index, last]
+        logits = out.logits[index, torch.searchsorted(keep, last)]
         position = prefill.positions[index, last] + 1
         valid = prefill.valid
         for _ in range(max(row.request.max_new_tokens for row in rows)):
@@ -207,10 +258,12 @@ class Decoding:
         return [self.result(row) for row in range(len(self.rows))]
 
 
-def stop_token_ids(llm: PreTrainedModel, tokenizer: PreTrainedTokenizerBase) -> set[int]:
-    """End-of-sequence and end-of-turn ids: the tokenizer's, the generation config's and the chat end token."""
+def stop_token_ids(llm: PreTrainedModel | None, tokenizer: PreTrainedTokenizerBase) -> set[int]:
+    """End-of-sequence and end-of-turn ids: the tokenizer's, the generation config's (when there is an
+    LLM object, not only a GGUF file) and the chat end token."""
     ids: set[int] = set()
-    for value in (tokenizer.eos_token_id, getattr(llm.generation_config, "eos_token_id", None)):
+    config = getattr(llm, "generation_config", None)
+    for value in (tokenizer.eos_token_id, getattr(config, "eos_token_id", None)):
         if isinstance(value, int):
             ids.add(value)
         elif isinstance(value, list | tuple):
@@ -407,6 +460,7 @@ class AuraModel:
 
         Cheap (no model call), so a server can refuse one bad request before it joins a batch.
         """
+        request.validate()
         texts, windows = self._layout(request)
         text_tokens = sum(len(self.tokenizer(t, add_special_tokens=False)["input_ids"]) for t in texts if t)
         audio_tokens = sum(math.ceil(encoder_frames(len(w)) / self.student.config.k) for w in windows)
@@ -452,8 +506,11 @@ class AuraModel:
         not wait for the longest one in its batch).
 
         Unmerged, requests with and without audio run as two batches: only the audio ones use LoRA, the
-        others run the exact base LLM. Calls from several threads wait for each other.
+        others run the exact base LLM. Calls from several threads wait for each other. A request with a
+        value out of range raises `RequestError` before any model work.
         """
+        for request in requests:
+            request.validate()
         results: list[GenerationResult | None] = [None] * len(requests)
         groups = [list(range(len(requests)))]
         if not self.merged:

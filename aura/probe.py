@@ -12,8 +12,10 @@ and `aura diagnose` reports it.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -21,8 +23,9 @@ import torch
 from tqdm import tqdm
 
 from aura.config import AuraConfig
+from aura.data.manifest import read_manifest
 from aura.distill import DistillHeads
-from aura.features import encoder_frames
+from aura.features import SAMPLE_RATE, WINDOW_SAMPLES, encoder_frames, load_audio
 from aura.metrics import error_rates
 from aura.student import AuraStudent
 from aura.teacher_cache import pool_frames, unpool_frames
@@ -37,6 +40,23 @@ class Clip:
     response: str
     reference: str | None
     wave: np.ndarray
+
+
+def load_clips(path: str | Path, limit: int | None = None) -> list[Clip]:
+    """A manifest's first `limit` examples (all if None) with their audio, those over one 30-s window left
+    out (Whisper's decoder reads one window); an asr response is its own reference transcript."""
+    window = WINDOW_SAMPLES / SAMPLE_RATE
+    examples = [ex for ex in read_manifest(path, max_seconds=math.inf) if ex.duration <= window][:limit]
+    return [
+        Clip(
+            ex.id,
+            ex.prompt,
+            ex.response,
+            ex.transcript or (ex.response if ex.task == "asr" else None),
+            load_audio(ex.audio, name=f"{path}: {ex.id}"),
+        )
+        for ex in examples
+    ]
 
 
 @torch.no_grad()

@@ -244,3 +244,38 @@ def resolve_checkpoint(name: str) -> Path:
             "train one with `aura train` (see README) or reinstall the package."
         )
     return folder
+
+
+def native_files(name: str) -> Path:
+    """The registry model's own files as a native runtime reads them: for CTranslate2 Whisper the folder
+    with `model.bin` (faster-whisper), for GGUF the `.gguf` file (llama.cpp). Files shipped in parts
+    are joined once into `$AURA_HOME/native/NAME`; single files are used where pip put them."""
+    spec = _spec(name)
+    parts = spec.part_paths()
+    if not parts:
+        raise ModelNotFoundError(
+            f"model {spec.name!r} is not installed (packages: {', '.join(spec.packages)}). "
+            f"Install it with: aura models --install {spec.name}"
+        )
+    if len(parts) == 1 and (spec.fmt == "gguf" or parts[0].name == "model.bin"):
+        return parts[0] if spec.fmt == "gguf" else parts[0].parent
+    target = aura_home() / "native" / spec.name
+    joined = target / ("model.gguf" if spec.fmt == "gguf" else "model.bin")
+    if not (target / COMPLETE_MARKER).is_file():
+        target.parent.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryDirectory(dir=target.parent, prefix=f".{spec.name}-") as tmp:
+            work = Path(tmp) / "files"
+            work.mkdir()
+            with (work / joined.name).open("wb") as out:
+                for part in parts:
+                    with part.open("rb") as chunk:
+                        shutil.copyfileobj(chunk, out)
+            if spec.fmt == "ct2-whisper":  # config, tokenizer and vocabulary sit beside the first part
+                for extra in parts[0].parent.iterdir():
+                    if extra.is_file() and not extra.name.startswith("model.bin"):
+                        shutil.copy2(extra, work / extra.name)
+            (work / COMPLETE_MARKER).write_text(f"joined from {', '.join(map(str, parts))}\n")
+            if target.exists():
+                shutil.rmtree(target)
+            os.replace(work, target)
+    return joined if spec.fmt == "gguf" else target

@@ -1,9 +1,10 @@
-"""The release recipe (`aura/recipes/shipped.yaml`): the shipped checkpoints' data and stages as data.
+"""Recipes: data, training stages and evaluation as data (`aura/recipes/shipped.yaml` and the studies).
 
-One file says what `scripts/train_shipped.sh` synthesises, which manifests it joins, every `aura train`
-stage with its overrides, the evaluation commands and which runs become which shipped checkpoint. The
-script asks this module for each part (`python -m aura.release PART --out OUT`), and the tests resolve
-the shipped stages' configs from it, so what ships and what the script makes cannot drift apart.
+One file says what `scripts/run_recipe.sh` synthesises and imports, which manifests it joins, every
+`aura train` stage with its overrides, the evaluation commands and which runs become which shipped
+checkpoint. The script asks this module for each part (`python -m aura.release PART --recipe R --out
+OUT`), and the tests resolve the shipped stages' configs from the release recipe, so what ships and what
+the script makes cannot drift apart. A study recipe has the same shape and ships nothing.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from aura.config import AuraConfig, load_config
 
 RECIPE = Path(__file__).parent / "recipes" / "shipped.yaml"
 SECTIONS = ("config", "out", "steps", "synth", "manifests", "base", "stages", "commands", "ship")
+# optional: `imports` (folder under {data} -> `aura data import` options and the manifests it writes)
 
 
 class ReleaseError(ValueError):
@@ -70,6 +72,13 @@ class Release:
         """Folder under `data` -> its `aura data synth` options."""
         return {name: [self.fill(v) for v in options] for name, options in self.recipe["synth"].items()}
 
+    def imports(self) -> dict[str, list[str]]:
+        """Folder under `data` -> its `aura data import` options (real recorded speech, evaluation only)."""
+        return {
+            name: [self.fill(v) for v in spec["args"]]
+            for name, spec in (self.recipe.get("imports") or {}).items()
+        }
+
     def stages(self) -> dict[str, list[str]]:
         """Run name -> its `aura train` overrides (the shared base first, so the stage's own win), in order."""
         base = [self.fill(v) for v in self.recipe["base"]]
@@ -80,16 +89,18 @@ class Release:
         return load_config(self.config_file, self.stages()[name])
 
     def commands(self) -> dict[str, list[str]]:
-        """`aura` command -> its arguments, for the evaluation after training."""
+        """`aura` command (`diagnose:NAME` tells several apart) -> its arguments, run after training."""
         return {name: [self.fill(v) for v in args] for name, args in self.recipe["commands"].items()}
 
     def ship(self) -> dict[str, str]:
         """Run name -> the checkpoint folder under `aura/checkpoints/` it becomes."""
-        return dict(self.recipe["ship"])
+        return dict(self.recipe["ship"] or {})
 
     def manifest_paths(self) -> set[str]:
         """Every manifest the recipe produces (synthesised sets and the joined or picked ones)."""
         made = {f"{self.data}/{name}/manifest.jsonl" for name in self.recipe["synth"]}
+        for name, spec in (self.recipe.get("imports") or {}).items():
+            made |= {f"{self.data}/{name}/{manifest}" for manifest in spec["manifests"]}
         return made | {f"{self.data}/{name}" for name in self.recipe["manifests"]}
 
     def write_manifests(self) -> None:
@@ -129,7 +140,9 @@ def _rows(rows: dict[str, list[str]] | dict[str, str]) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m aura.release", description=__doc__.splitlines()[0])
-    parser.add_argument("part", choices=["config", "synth", "manifests", "stages", "commands", "ship"])
+    parser.add_argument(
+        "part", choices=["config", "out", "synth", "imports", "manifests", "stages", "commands", "ship"]
+    )
     parser.add_argument("--recipe", default=str(RECIPE))
     parser.add_argument("--out", help="the output folder (default: the recipe's out)")
     parser.add_argument("--steps", nargs="*", default=[], metavar="NAME=N", help="step counts to replace")
@@ -148,6 +161,9 @@ def main(argv: list[str] | None = None) -> int:
             return 0
         if args.part == "config":
             print(release.config_file)
+            return 0
+        if args.part == "out":
+            print(release.out)
             return 0
         rows = getattr(release, args.part)()
         if args.part == "stages" and args.only.split():

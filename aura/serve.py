@@ -18,7 +18,7 @@ import logging
 import threading
 import time
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Annotated, Any, Literal
@@ -33,38 +33,31 @@ from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from aura.features import AudioError, load_audio
-from aura.infer import TRANSCRIBE_PROMPT, AuraModel, GenerationRequest, GenerationResult
+from aura.features import SAMPLE_RATE, AudioError, AudioFormatError, has_sound, load_audio
+from aura.infer import (
+    SEED_MAX,
+    SEED_MIN,
+    TRANSCRIBE_PROMPT,
+    AuraModel,
+    GenerationRequest,
+    GenerationResult,
+    RequestError,
+)
+from aura.serve_limits import (
+    DEFAULT_MAX_QUEUE,
+    Admission,
+    APIError,
+    AudioBudget,
+    ErrorResponse,
+    Limits,
+)
 from aura.student import AUDIO_PLACEHOLDER
 
 log = logging.getLogger(__name__)
 
 DEFAULT_MAX_BODY_BYTES = 25 * 2**20
-DEFAULT_MAX_AUDIO_SECONDS = 300.0
 AUDIO_FORMATS = ("wav", "mp3", "flac")
 WEB = Path(__file__).parent / "web"  # the voice page: plain HTML/JS/CSS shipped as package data
-
-
-class APIError(Exception):
-    """An error answered to the client in OpenAI's shape: `{"error": {"message", "type", "param", "code"}}`."""
-
-    def __init__(
-        self,
-        status: int,
-        message: str,
-        *,
-        type: str = "invalid_request_error",
-        param: str | None = None,
-        code: str | None = None,
-    ) -> None:
-        super().__init__(message)
-        self.status, self.message, self.type, self.param, self.code = status, message, type, param, code
-
-    def body(self) -> dict[str, Any]:
-        return {"error": {"message": self.message, "type": self.type, "param": self.param, "code": self.code}}
-
-    def response(self) -> JSONResponse:
-        return JSONResponse(self.body(), status_code=self.status)
 
 
 # ---------------------------------------------------------------- request schemas (OpenAI's, the parts we use)
@@ -73,7 +66,7 @@ class APIError(Exception):
 class _Loose(BaseModel):
     """OpenAI clients send fields we do not use (`n`, `user`, `logprobs`…); ignore them rather than fail."""
 
-    model_config = ConfigDict(extra="ignore")
+    model_config = ConfigDict(extra="ignore", allow_inf_nan=False)
 
 
 class InputAudio(_Loose):
@@ -103,7 +96,7 @@ class ChatCompletionRequest(_Loose):
     max_completion_tokens: int | None = Field(default=None, ge=1)
     temperature: float = Field(default=0.0, ge=0.0, le=2.0)
     top_p: float = Field(default=1.0, gt=0.0, le=1.0)
-    seed: int | None = None
+    seed: int | None = Field(default=None, ge=SEED_MIN, le=SEED_MAX)
     stream: bool = False
     stream_options: StreamOptions | None = None
 
@@ -118,6 +111,7 @@ class _Job:
     pieces: asyncio.Queue[str | None] | None  # text pieces for a streaming client; None marks the end
     done: asyncio.Future[GenerationResult]
     cancelled: threading.Event = field(default_factory=threading.Event)
+    streamed: bool = False  # text already went to the client: the job cannot be restarted
 
 
 class Batcher:
@@ -126,10 +120,21 @@ class Batcher:
     The model runs in a single worker thread, one batch at a time, so the event loop stays free to accept
     and decode the next requests while a batch is generating. Streaming requests join batches like the
     others; their text pieces are handed back to the event loop as the model produces them.
+
+    A batch that fails is run again request by request, so a request that breaks the model fails alone
+    and its neighbours are answered as if it had never been there.
     """
 
-    def __init__(self, model: AuraModel, *, max_batch: int = 8, wait_seconds: float = 0.01) -> None:
+    def __init__(
+        self,
+        model: AuraModel,
+        *,
+        max_batch: int = 8,
+        wait_seconds: float = 0.01,
+        on_batch_time: Callable[[float], None] | None = None,
+    ) -> None:
         self.model, self.max_batch, self.wait_seconds = model, max_batch, wait_seconds
+        self.on_batch_time = on_batch_time
         self._queue: asyncio.Queue[_Job] | None = None
         self._worker: asyncio.Task[None] | None = None
         self.batch_sizes: list[int] = []  # observed batch sizes, for tests and logs
@@ -165,15 +170,22 @@ class Batcher:
                     jobs.append(await asyncio.wait_for(self._queue.get(), remaining))
                 except TimeoutError:
                     break
-            jobs = [job for job in jobs if not job.cancelled.is_set()]
+            for job in jobs:
+                if job.cancelled.is_set():  # its client left while it waited
+                    job.done.cancel()
+            jobs = [job for job in jobs if not job.done.done()]
             if jobs:
                 self.batch_sizes.append(len(jobs))
+                started = time.monotonic()
                 await self._run_batch(jobs)
+                if self.on_batch_time is not None:
+                    self.on_batch_time(time.monotonic() - started)
 
     async def _run_batch(self, jobs: list[_Job]) -> None:
         def on_text(index: int, piece: str) -> bool:
             job = jobs[index]
             if job.pieces is not None:
+                job.streamed = True
                 job.loop.call_soon_threadsafe(job.pieces.put_nowait, piece)
             return not job.cancelled.is_set()
 
@@ -184,13 +196,30 @@ class Batcher:
         requests = [job.request for job in jobs]
         try:
             results = await asyncio.to_thread(self.model.run_batch, requests, on_text, on_done)
-        except Exception as err:  # the server must survive a failing batch: every client hears about it
-            log.exception("generation failed for a batch of %d", len(jobs))
+        except Exception as err:  # the server must survive a failing batch
+            if len(jobs) == 1:
+                if not isinstance(err, RequestError):
+                    log.exception("generation failed")
+                _finish(jobs[0], error=err)
+                return
+            log.warning("a batch of %d failed (%s); running its requests one by one", len(jobs), err)
             for job in jobs:
-                _finish(job, error=err)
+                if job.done.done():
+                    continue
+                if job.streamed:  # part of its answer is out: restarting would repeat it
+                    _finish(job, error=err)
+                else:
+                    await self._run_batch([job])
             return
         for job, result in zip(jobs, results, strict=True):  # rows whose client hung up
             _finish(job, result)
+
+
+@dataclass
+class _Place:
+    """A request's place in the admission queue; `job` takes it over once the request is submitted."""
+
+    job: _Job | None = None
 
 
 def _finish(job: _Job, result: GenerationResult | None = None, *, error: Exception | None = None) -> None:
@@ -258,8 +287,11 @@ class BodyLimitMiddleware:
 # ---------------------------------------------------------------- request → GenerationRequest
 
 
-def decode_audio_part(part: InputAudio, where: str, max_seconds: float) -> np.ndarray:
-    """Base64 audio of an `input_audio` part → 16-kHz wave, or a 400 naming the part and the problem."""
+def decode_audio_part(part: InputAudio, where: str, budget: AudioBudget) -> np.ndarray:
+    """Base64 audio of an `input_audio` part → 16-kHz wave, or a 400 naming the part and the problem.
+
+    The declared format must match the data, and the wave counts against the request's audio budget.
+    """
     if part.format not in AUDIO_FORMATS:
         raise APIError(
             400,
@@ -273,19 +305,42 @@ def decode_audio_part(part: InputAudio, where: str, max_seconds: float) -> np.nd
             400, f"{where}.data is not valid base64 ({err}).", param=f"{where}.data", code="invalid_base64"
         ) from err
     try:
-        return load_audio(raw, max_seconds=max_seconds, name=f"{where} ({part.format})")
+        wave = load_audio(raw, name=f"{where} ({part.format})", expected_format=part.format)
+    except AudioFormatError as err:
+        raise APIError(400, str(err), param=f"{where}.format", code="invalid_audio_format") from err
     except AudioError as err:
         raise APIError(400, str(err), param=f"{where}.data", code="invalid_audio") from err
+    budget.add(len(wave) / SAMPLE_RATE, where)
+    return wave
 
 
 def chat_to_request(
-    body: ChatCompletionRequest, max_seconds: float, default_max_tokens: int
+    body: ChatCompletionRequest, limits: Limits, default_max_tokens: int
 ) -> GenerationRequest:
-    """OpenAI messages → text turns with `<audio>` placeholders where audio parts were, plus the waves."""
+    """OpenAI messages → text turns with `<audio>` placeholders where audio parts were, plus the waves.
+
+    The request's audio parts are counted before any is decoded, and its seconds as they are decoded,
+    so audio over the limits is refused however it is split.
+    """
+    budget = AudioBudget(limits)
+    budget.check_parts(
+        sum(
+            part.type == "input_audio"
+            for message in body.messages
+            if isinstance(message.content, list)
+            for part in message.content
+        )
+    )
     messages: list[dict[str, str]] = []
     audio: list[np.ndarray] = []
     for i, message in enumerate(body.messages):
         role = "system" if message.role == "developer" else message.role
+        if message.content is None and message.role != "assistant":
+            raise APIError(
+                400,
+                f"messages[{i}].content is null; a {message.role} message needs text or content parts.",
+                param=f"messages[{i}].content",
+            )
         if message.content is None or isinstance(message.content, str):
             text = message.content or ""
             if AUDIO_PLACEHOLDER in text:
@@ -311,7 +366,7 @@ def chat_to_request(
             elif part.type == "input_audio":
                 if part.input_audio is None:
                     raise APIError(400, f"{where}.input_audio is missing.", param=f"{where}.input_audio")
-                audio.append(decode_audio_part(part.input_audio, f"{where}.input_audio", max_seconds))
+                audio.append(decode_audio_part(part.input_audio, f"{where}.input_audio", budget))
                 pieces.append(AUDIO_PLACEHOLDER)
             else:
                 raise APIError(
@@ -332,6 +387,32 @@ def chat_to_request(
 
 # ---------------------------------------------------------------- app
 
+# the error replies every /v1 route can give, documented in the OpenAPI schema with OpenAI's error body
+ERROR_REPLIES: dict[int | str, dict[str, Any]] = {
+    400: {"model": ErrorResponse, "description": "Invalid request (the message and `param` say what)"},
+    401: {"model": ErrorResponse, "description": "Missing or wrong API key"},
+    413: {"model": ErrorResponse, "description": "Body, audio or tokens over the server's limits"},
+    429: {"model": ErrorResponse, "description": "Queue full; retry after the `Retry-After` seconds"},
+}
+
+
+def _document_400_not_422(app: FastAPI) -> None:
+    """FastAPI documents its own 422 validation reply; this server answers invalid requests with 400."""
+    generate = app.openapi
+
+    def openapi() -> dict[str, Any]:
+        if app.openapi_schema is None:
+            schema = generate()
+            for operations in schema.get("paths", {}).values():
+                for operation in operations.values():
+                    operation.get("responses", {}).pop("422", None)
+            for unused in ("HTTPValidationError", "ValidationError"):
+                schema.get("components", {}).get("schemas", {}).pop(unused, None)
+            app.openapi_schema = schema
+        return app.openapi_schema
+
+    app.openapi = openapi  # type: ignore[method-assign]
+
 
 def create_app(
     model: AuraModel,
@@ -339,13 +420,21 @@ def create_app(
     model_name: str = "aura",
     api_key: str | None = None,
     max_body_bytes: int = DEFAULT_MAX_BODY_BYTES,
-    max_audio_seconds: float = DEFAULT_MAX_AUDIO_SECONDS,
+    limits: Limits | None = None,
+    max_queue: int = DEFAULT_MAX_QUEUE,
     max_batch: int = 8,
     batch_wait_seconds: float = 0.01,
     default_max_tokens: int = 256,
 ) -> FastAPI:
-    """The FastAPI app serving `model` (anything with AuraModel's `check` and `run_batch`)."""
-    batcher = Batcher(model, max_batch=max_batch, wait_seconds=batch_wait_seconds)
+    """The FastAPI app serving `model` (anything with AuraModel's `check` and `run_batch`).
+
+    `limits` bound each request; at most `max_queue` requests wait or run at once (more get a 429).
+    """
+    limits = limits or Limits()
+    admission = Admission(max_queue, max_batch)
+    batcher = Batcher(
+        model, max_batch=max_batch, wait_seconds=batch_wait_seconds, on_batch_time=admission.record_batch
+    )
 
     @contextlib.asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
@@ -354,8 +443,9 @@ def create_app(
         await batcher.stop()
 
     app = FastAPI(title="AuRA", lifespan=lifespan)
-    app.state.batcher = batcher
+    app.state.batcher, app.state.admission = batcher, admission
     app.add_middleware(BodyLimitMiddleware, max_bytes=max_body_bytes)
+    _document_400_not_422(app)
 
     @app.exception_handler(APIError)
     async def _api_error(_: Request, err: APIError) -> JSONResponse:
@@ -363,15 +453,15 @@ def create_app(
 
     @app.exception_handler(RequestValidationError)
     async def _invalid(_: Request, err: RequestValidationError) -> JSONResponse:
-        problems = "; ".join(
-            f"{'.'.join(str(p) for p in e['loc'][1:]) or 'body'}: {e['msg']}" for e in err.errors()
-        )
-        return APIError(400, f"Invalid request: {problems}").response()
+        errors = err.errors()
+        fields = [".".join(str(p) for p in e["loc"][1:]) for e in errors]
+        problems = "; ".join(f"{name or 'body'}: {e['msg']}" for name, e in zip(fields, errors, strict=True))
+        return APIError(400, f"Invalid request: {problems}", param=fields[0] if fields else None).response()
 
     @app.exception_handler(StarletteHTTPException)
     async def _http(_: Request, err: StarletteHTTPException) -> JSONResponse:
         kind = "not_found_error" if err.status_code == 404 else "invalid_request_error"
-        return APIError(err.status_code, str(err.detail), type=kind).response()
+        return APIError(err.status_code, str(err.detail), type=kind, headers=err.headers).response()
 
     @app.exception_handler(Exception)
     async def _crash(_: Request, err: Exception) -> JSONResponse:
@@ -402,27 +492,52 @@ def create_app(
 
     @app.get("/health")
     async def health() -> dict[str, Any]:
-        return {"status": "ok", "model": model_name, "batches": len(batcher.batch_sizes)}
+        return {
+            "status": "ok",
+            "model": model_name,
+            "batches": len(batcher.batch_sizes),
+            "pending": admission.pending,
+            "refused": admission.refused,
+        }
 
-    @app.get("/v1/models", dependencies=authorized)
+    @app.get("/v1/models", dependencies=authorized, responses={401: ERROR_REPLIES[401]})
     async def models() -> dict[str, Any]:
         card = {"id": model_name, "object": "model", "created": int(time.time()), "owned_by": "aura"}
         return {"object": "list", "data": [card]}
 
     async def admit(request: GenerationRequest) -> None:
-        """Refuse a request that cannot run (context overflow) before it joins, and fails, a batch."""
+        """Refuse a request that cannot run (a value out of range, context overflow, over the token limit)
+        before it joins, and fails, a batch."""
         try:
-            await run_in_threadpool(model.check, request)
+            prompt_tokens = await run_in_threadpool(model.check, request)
+        except RequestError as err:
+            raise APIError(400, str(err), param=_client_field(err.field)) from err
         except ValueError as err:
             raise APIError(400, str(err), code="context_length_exceeded") from err
+        AudioBudget(limits).check_tokens(prompt_tokens, request.max_new_tokens)
 
-    @app.post("/v1/chat/completions", dependencies=authorized, response_model=None)
+    @contextlib.contextmanager
+    def queue_place() -> Iterator[_Place]:
+        """A place in the bounded queue (429 when full), held while the request is read and checked and
+        then by its job until the result is complete; a request refused on the way gives it back at once."""
+        admission.enter()
+        place = _Place()
+        try:
+            yield place
+        finally:
+            if place.job is None:
+                admission.leave()
+            else:
+                place.job.done.add_done_callback(lambda _: admission.leave())
+
+    @app.post("/v1/chat/completions", dependencies=authorized, response_model=None, responses=ERROR_REPLIES)
     async def chat(body: ChatCompletionRequest) -> JSONResponse | StreamingResponse:
-        request = await run_in_threadpool(chat_to_request, body, max_audio_seconds, default_max_tokens)
-        await admit(request)
+        with queue_place() as place:
+            request = await run_in_threadpool(chat_to_request, body, limits, default_max_tokens)
+            await admit(request)
+            job = place.job = batcher.submit(request, stream=body.stream)
         completion_id = f"chatcmpl-{uuid.uuid4().hex}"
         created = int(time.time())
-        job = batcher.submit(request, stream=body.stream)
         if body.stream:
             include_usage = bool(body.stream_options and body.stream_options.include_usage)
             return StreamingResponse(
@@ -447,14 +562,16 @@ def create_app(
             }
         )
 
-    @app.post("/v1/audio/transcriptions", dependencies=authorized, response_model=None)
+    @app.post(
+        "/v1/audio/transcriptions", dependencies=authorized, response_model=None, responses=ERROR_REPLIES
+    )
     async def transcriptions(
         file: Annotated[UploadFile, File()],
         # `model` and `language` are part of OpenAI's form; one model answers, in the language it learned
         model_field: Annotated[str, Form(alias="model")],
         prompt: Annotated[str | None, Form()] = None,
         response_format: Annotated[str, Form()] = "json",
-        temperature: Annotated[float, Form(ge=0.0, le=2.0)] = 0.0,
+        temperature: Annotated[float, Form(ge=0.0, le=2.0, allow_inf_nan=False)] = 0.0,
         language: Annotated[str | None, Form()] = None,
     ) -> JSONResponse | PlainTextResponse:
         if response_format not in ("json", "text"):
@@ -463,28 +580,50 @@ def create_app(
                 f"response_format {response_format!r} is not supported; use 'json' or 'text'.",
                 param="response_format",
             )
-        raw = await file.read()
-        label = f"file {file.filename or '(unnamed)'}"
-        try:
-            wave = await run_in_threadpool(load_audio, raw, max_seconds=max_audio_seconds, name=label)
-        except AudioError as err:
-            raise APIError(400, str(err), param="file", code="invalid_audio") from err
-        # OpenAI's `prompt` is a vocabulary/style hint: give it as context before the trained ASR prompt
-        instruction = TRANSCRIBE_PROMPT if not prompt else f"Context: {prompt}\n\n{TRANSCRIBE_PROMPT}"
-        request = GenerationRequest(
-            messages=[{"role": "user", "content": instruction}],
-            audio=[wave],
-            max_new_tokens=default_max_tokens,
-            temperature=temperature,
-        )
-        await admit(request)
-        result = await _wait(batcher.submit(request, stream=False))
-        text = result.text.strip()
-        if response_format == "text":
-            return PlainTextResponse(text)
-        return JSONResponse({"text": text, "usage": {"type": "tokens", **_usage(result)}})
+        with queue_place() as place:
+            raw = await file.read()
+            label = f"file {file.filename or '(unnamed)'}"
+            try:
+                wave = await run_in_threadpool(load_audio, raw, name=label)
+            except AudioError as err:
+                raise APIError(400, str(err), param="file", code="invalid_audio") from err
+            AudioBudget(limits).add(len(wave) / SAMPLE_RATE, "file")
+            if not has_sound(wave):  # a model asked to transcribe silence invents words
+                return _transcription("", response_format, GenerationResult("", 0, 0, "stop"))
+            # OpenAI's `prompt` is a vocabulary/style hint: give it as context before the trained ASR prompt
+            instruction = TRANSCRIBE_PROMPT if not prompt else f"Context: {prompt}\n\n{TRANSCRIBE_PROMPT}"
+            request = GenerationRequest(
+                messages=[{"role": "user", "content": instruction}],
+                audio=[wave],
+                max_new_tokens=default_max_tokens,
+                temperature=temperature,
+            )
+            await admit(request)
+            job = place.job = batcher.submit(request, stream=False)
+        result = await _wait(job)
+        return _transcription(result.text.strip(), response_format, result)
 
     return app
+
+
+def _transcription(
+    text: str, response_format: str, result: GenerationResult
+) -> JSONResponse | PlainTextResponse:
+    if response_format == "text":
+        return PlainTextResponse(text)
+    return JSONResponse({"text": text, "usage": {"type": "tokens", **_usage(result)}})
+
+
+def _client_field(field: str) -> str:
+    """The request-body name of a `GenerationRequest` field (the server fills max_new_tokens from max_tokens)."""
+    return "max_tokens" if field == "max_new_tokens" else field
+
+
+def _job_error(err: Exception) -> APIError:
+    """How a failed job is answered: a request the model refused names its field (400); the rest are 500."""
+    if isinstance(err, RequestError):
+        return APIError(400, str(err), param=_client_field(err.field))
+    return APIError(500, f"Generation failed: {err}", type="server_error")
 
 
 async def _wait(job: _Job) -> GenerationResult:
@@ -495,7 +634,7 @@ async def _wait(job: _Job) -> GenerationResult:
         job.cancelled.set()
         raise
     except Exception as err:
-        raise APIError(500, f"Generation failed: {err}", type="server_error") from err
+        raise _job_error(err) from err
 
 
 def _usage(result: GenerationResult) -> dict[str, int]:
@@ -533,7 +672,7 @@ async def _chat_events(
         try:
             result = await job.done
         except Exception as err:  # headers are sent already: report the failure inside the stream
-            yield f"data: {json.dumps(APIError(500, f'Generation failed: {err}', type='server_error').body())}\n\n"
+            yield f"data: {json.dumps(_job_error(err).body())}\n\n"
             return
         yield delta({}, result.finish_reason)
         if include_usage:
@@ -552,7 +691,9 @@ def serve(
     model_name: str = "aura",
     api_key: str | None = None,
     max_body_bytes: int = DEFAULT_MAX_BODY_BYTES,
-    max_audio_seconds: float = DEFAULT_MAX_AUDIO_SECONDS,
+    limits: Limits | None = None,
+    max_queue: int = DEFAULT_MAX_QUEUE,
+    max_batch: int = 8,
 ) -> None:
     """Run the server in the foreground until interrupted (what `aura serve` calls)."""
     import uvicorn
@@ -562,6 +703,8 @@ def serve(
         model_name=model_name,
         api_key=api_key,
         max_body_bytes=max_body_bytes,
-        max_audio_seconds=max_audio_seconds,
+        limits=limits,
+        max_queue=max_queue,
+        max_batch=max_batch,
     )
     uvicorn.run(app, host=host, port=port, log_level="info")

@@ -85,6 +85,11 @@ class StudentBatch:
     labels: torch.Tensor | None = None
 
 
+def submodule_state(state_dict: dict[str, torch.Tensor], prefix: str) -> dict[str, torch.Tensor]:
+    """The entries of a submodule (`prefix`), named as the submodule names them."""
+    return {k.removeprefix(prefix): v for k, v in state_dict.items() if k.startswith(prefix)}
+
+
 class _Stop(Exception):
     """Raised by a forward hook to end the LLM forward after block N (distillation-only stage)."""
 
@@ -203,12 +208,20 @@ class AuraStudent(nn.Module):
             peft_llm = get_peft_model(llm, lora)
         return cls(peft_llm, tokenizer, audio, config, num_blocks, n_mels)
 
-    def save_pretrained(self, path: str | Path) -> None:
-        """Write the inference checkpoint: config, peft adapter, audio embedding (never teacher/heads)."""
+    def save_pretrained(self, path: str | Path, state_dict: dict[str, torch.Tensor] | None = None) -> None:
+        """Write the inference checkpoint: config, peft adapter, audio embedding (never teacher/heads).
+
+        `state_dict` (the student's own names, `llm.*` and `audio.*`) gives the weights whole when the
+        live ones are sharded (FSDP)."""
         path = Path(path)
         path.mkdir(parents=True, exist_ok=True)
-        self.llm.save_pretrained(path)
-        tensors = {k: v.detach().contiguous().cpu() for k, v in self.audio.trainable_state_dict().items()}
+        if state_dict is None:
+            self.llm.save_pretrained(path)
+            audio = self.audio.trainable_state_dict()
+        else:
+            self.llm.save_pretrained(path, state_dict=submodule_state(state_dict, "llm."))
+            audio = submodule_state(state_dict, "audio.")
+        tensors = {k: v.detach().contiguous().cpu() for k, v in audio.items()}
         save_file(tensors, path / EMBEDDING_FILE)
         meta = {
             "model": dataclasses.asdict(self.config),

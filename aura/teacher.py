@@ -22,6 +22,7 @@ from aura.features import (
     WINDOW_MEL_FRAMES,
     WINDOW_SAMPLES,
     encoder_frames,
+    has_sound,
     load_audio,
     log_mel_batch,
 )
@@ -211,9 +212,15 @@ class Teacher:
         max_new_tokens: int = DEFAULT_MAX_NEW_TOKENS,
         batch_size: int = 8,
     ) -> str | list[str]:
-        """English transcript of one waveform (a list of waveforms gives a list), decoded in 30-s windows."""
+        """English transcript of one waveform (a list of waveforms gives a list), decoded in 30-s windows.
+
+        Windows without sound (`has_sound`: silent, or too short for a word) transcribe to nothing
+        without being decoded: Whisper would answer them with a stock phrase such as "Thank you."
+        """
         waves, single = self._prepare(wave)
         windows, owners = self._split(waves)
+        audible = [i for i, window in enumerate(windows) if has_sound(window)]
+        windows, owners = [windows[i] for i in audible], [owners[i] for i in audible]
         pieces: list[list[str]] = [[] for _ in waves]
         for first in range(0, len(windows), batch_size):
             batch = windows[first : first + batch_size]

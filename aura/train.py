@@ -13,26 +13,35 @@ global micro-batch counter (sharded by rank), so a checkpoint's (step, counter, 
 RNG) continue the exact same run.
 
 RUN_DIR holds: config.yaml, metrics.csv, tb/ (TensorBoard), checkpoints/step-N/, final/ (inference
-checkpoint: adapter + embedding + config; no teacher or heads) and heads.safetensors (for diagnosis).
+checkpoint: adapter + embedding + config; no teacher or heads), heads.safetensors (for diagnosis) and
+finished.json (the step final/ was written at).
+
+A run folder is recoverable whenever the process dies: every file is written whole or not at all (to a
+`.tmp` name, then renamed), a checkpoint is complete only once its `state.pt` is in place, and
+`--resume` continues from the last complete checkpoint, or starts again from step 0 when there is none
+yet. A finished run is left alone by `--resume`.
 """
 
 from __future__ import annotations
 
 import csv
+import json
 import math
+import os
 import random
 import shutil
 import time
 import warnings
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
-from accelerate import Accelerator
+from accelerate import Accelerator, PartialState
 from accelerate.state import AcceleratorState, GradientState
-from accelerate.utils import set_seed
+from accelerate.utils import DistributedType, FullyShardedDataParallelPlugin, set_seed
 from peft import set_peft_model_state_dict
 from safetensors.torch import load_file, save_file
 from torch import nn
@@ -47,21 +56,23 @@ from aura.distill import (
     distill_terms,
     layer_map,
 )
-from aura.features import SAMPLE_RATE, WINDOW_SAMPLES, encoder_frames, load_audio
+from aura.features import encoder_frames, load_audio
 from aura.infer import run_folders
-from aura.probe import Clip as ProbeClip
-from aura.probe import ProbeTracker
+from aura.probe import ProbeTracker, load_clips
 from aura.registry import ModelNotFoundError, aura_home
 from aura.student import (
     AUDIO_PLACEHOLDER,
     EMBEDDING_FILE,
     AuraStudent,
     CheckpointError,
+    submodule_state,
 )
 from aura.teacher_cache import TeacherCache
 
 CHECKPOINTS = "checkpoints"
 METRICS_FILE = "metrics.csv"
+FINISHED_FILE = "finished.json"
+SHARDED = "sharded"  # a sharded (FSDP) run's checkpoint: one file per process, torch.distributed.checkpoint
 
 
 class TrainError(ValueError):
@@ -89,6 +100,11 @@ class TrainModule(nn.Module):
     ) -> None:
         super().__init__()
         self.student, self.heads, self.config = student, heads, config
+        # FSDP's transformer wrap policy shards each of these (the LLM's decoder block classes) on its own
+        self._no_split_modules = list(getattr(student.llm.get_base_model(), "_no_split_modules", None) or [])
+        # the distillation stage ends the LLM's forward after block N by raising from a hook; FSDP cannot
+        # reshard a forward cut short, so a sharded run computes (and ignores) the later blocks instead
+        self.stop_after_blocks = True
         self.reader = reader  # not a submodule: the frozen teacher is neither trained nor synced
 
     def forward(
@@ -112,7 +128,9 @@ class TrainModule(nn.Module):
             loss = cfg.train.lm_weight * lm_loss
         else:
             states = self.student.hidden_states(
-                batch, layers, blocks=max(layers, default=self.student.num_blocks)
+                batch,
+                layers,
+                blocks=max(layers, default=self.student.num_blocks) if self.stop_after_blocks else None,
             )
             loss = torch.zeros((), device=batch.embeds.device)
         if layers:
@@ -186,6 +204,21 @@ def _batch_indices(
     return out
 
 
+def _shard_on_cpu_if_asked(acc: Accelerator) -> None:
+    """Run FSDP on a CPU (gloo) process group when the launch config asks for it.
+
+    `accelerate launch` with an FSDP config sets ACCELERATE_USE_FSDP, but Accelerate forms FSDP only on
+    accelerators; on CPUs it would quietly train plain DDP. torch's `fully_shard` runs on gloo, so the
+    process group is promoted to FSDP and the one recipe shards on CPUs as on GPUs.
+    """
+    wanted = os.environ.get("ACCELERATE_USE_FSDP", "false").lower() == "true"
+    if wanted and acc.distributed_type == DistributedType.MULTI_CPU:
+        # both singletons: every AcceleratorState() copies the process state's type over its own
+        PartialState._shared_state["distributed_type"] = DistributedType.FSDP
+        acc.state.distributed_type = DistributedType.FSDP
+        acc.state.fsdp_plugin = FullyShardedDataParallelPlugin()
+
+
 def _rng_state() -> dict[str, Any]:
     return {"python": random.getstate(), "numpy": np.random.get_state(), "torch": torch.get_rng_state()}
 
@@ -198,6 +231,46 @@ def _set_rng_state(state: dict[str, Any]) -> None:
 
 def last_checkpoint(run_dir: Path) -> Path | None:
     return (_checkpoints(run_dir) or [None])[-1]
+
+
+def _checkpoint_step(folder: Path) -> int:
+    return int(folder.name[5:])
+
+
+def finished_step(run_dir: Path) -> int | None:
+    """The step at which the run last wrote final/ and stopped (None while it is unfinished)."""
+    marker = Path(run_dir) / FINISHED_FILE
+    return int(json.loads(marker.read_text())["step"]) if marker.is_file() else None
+
+
+def finished_message(run_dir: Path, config: AuraConfig) -> str | None:
+    """Why `--resume` has nothing to do in `run_dir` (it is finished), with how to go on; None otherwise.
+
+    A run paused part-way along a longer schedule (`train.schedule_steps`) is continued by a larger
+    `train.max_steps`; any other finished run is continued by a new run starting from it.
+    """
+    run_dir = Path(run_dir)
+    step = finished_step(run_dir)
+    if step is None:
+        return None
+    checkpoint = last_checkpoint(run_dir)
+    paused = checkpoint is not None and _checkpoint_step(checkpoint) == step
+    if paused and config.train.max_steps > step:
+        return None
+    how = f"start a new run from it: aura train --out NEW_RUN_DIR train.init_from={run_dir} ..."
+    if paused:
+        how += f"; or continue its schedule with --resume train.max_steps=N (N > {step})"
+    return (
+        f"{run_dir}: this run is finished (step {step}, inference checkpoint in {run_dir / 'final'}); "
+        f"--resume has nothing to continue and changed nothing. To train further, {how}."
+    )
+
+
+def _write_atomic(path: Path, write: Callable[[Path], object]) -> None:
+    """`write(tmp_path)`, then rename it over `path`: a kill leaves the old file or the new, never half."""
+    tmp = path.with_name(path.name + ".tmp")
+    write(tmp)
+    os.replace(tmp, path)
 
 
 def _checkpoints(run_dir: Path) -> list[Path]:
@@ -239,6 +312,7 @@ class Trainer:
             # to form a CPU (gloo) process group, else each would train alone
             cpu=not torch.accelerator.is_available(),
         )
+        _shard_on_cpu_if_asked(self.acc)
         set_seed(cfg.train.seed)
         self.train_clips = _load_clips(cfg.data.train, cfg.data.max_audio_seconds, "training")
         self.dev_clips = _load_clips(cfg.data.dev, cfg.data.max_audio_seconds, "dev") if cfg.data.dev else []
@@ -279,10 +353,17 @@ class Trainer:
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(
             optimizer, [_lr_lambda(d, cfg.train.warmup_steps, self.schedule_steps) for d in delays]
         )
+        self.trainable_names = {n for n, p in self.module.named_parameters() if p.requires_grad}
+        if self.acc.distributed_type == DistributedType.FSDP and not self.acc.is_fsdp2:
+            raise TrainError("aura train shards with FSDP2: set `fsdp_version: 2` in the accelerate config.")
+        self.sharded = self.acc.is_fsdp2
+        self.module.stop_after_blocks = not self.sharded
         self.model, self.optimizer = self.acc.prepare(self.module, optimizer)
         self.step, self.micro, self.perms = 0, 0, {}
-        if resume:
+        if resume and last_checkpoint(self.run_dir) is not None:
             self._resume()
+        else:
+            self._start_over(resume)
         if self.acc.is_main_process:
             self.run_dir.mkdir(parents=True, exist_ok=True)
             cfg.save(self.run_dir / "config.yaml")
@@ -310,15 +391,10 @@ class Trainer:
                 f"train.schedule_steps={cfg.train.schedule_steps} is shorter than train.max_steps="
                 f"{cfg.train.max_steps}: the learning rate would be 0 past it. Raise it or leave it unset."
             )
-        if resume and last_checkpoint(self.run_dir) is None:
-            raise TrainError(
-                f"{self.run_dir}: no checkpoint to resume from (looked in {self.run_dir / CHECKPOINTS})."
-            )
-        if (
-            not resume
-            and (self.run_dir / CHECKPOINTS).is_dir()
-            and any((self.run_dir / CHECKPOINTS).iterdir())
-        ):
+        started = last_checkpoint(self.run_dir) is not None or finished_step(self.run_dir) is not None
+        if resume and (message := finished_message(self.run_dir, cfg)) is not None:
+            raise TrainError(message)
+        if not resume and started:
             raise TrainError(
                 f"{self.run_dir}: already holds a run; pass --resume to continue it or choose a new --out."
             )
@@ -347,15 +423,7 @@ class Trainer:
         self.heads.set_statistics(mean, std, norm, cfg.distill.standardize)
 
     def _probe_tracker(self, teacher: Any, path: str) -> ProbeTracker:
-        clips = _load_clips(path, WINDOW_SAMPLES / SAMPLE_RATE, "probe")
-        references = [
-            (c, c.example.transcript or (c.example.response if c.example.task == "asr" else None))
-            for c in clips
-        ]
-        probe_clips = [
-            ProbeClip(c.example.id, c.example.prompt, c.example.response, ref, c.wave)
-            for c, ref in references
-        ]
+        probe_clips = load_clips(path)
         try:
             return ProbeTracker(teacher, self.heads, probe_clips, self.config.model.k)
         except ValueError as err:
@@ -390,18 +458,50 @@ class Trainer:
 
     # ------------------------------------------------------------------ checkpoints
     def _trainable(self) -> dict[str, torch.Tensor]:
+        """The trainable weights as whole tensors (a sharded run gathers them: call it on every rank;
+        rank 0 gets them)."""
+        if self.sharded:
+            return {k: v for k, v in self._gathered().items() if k in self.trainable_names}
         return {
             n: p.detach().cpu().contiguous() for n, p in self.module.named_parameters() if p.requires_grad
         }
 
+    def _gathered(self) -> dict[str, torch.Tensor]:
+        """Every weight of the sharded module, whole, on rank 0's CPU (collective: all ranks call it)."""
+        from torch.distributed.checkpoint.state_dict import StateDictOptions, get_model_state_dict
+
+        return get_model_state_dict(
+            self.model, options=StateDictOptions(full_state_dict=True, cpu_offload=True)
+        )
+
+    def _sharded_state(self) -> dict[str, Any]:
+        """This rank's shards of the trainable weights and of the optimizer, keyed by parameter name."""
+        from torch.distributed.checkpoint.state_dict import get_state_dict
+
+        weights, optimizer = get_state_dict(self.model, self.optimizer)
+        return {
+            "model": {k: v for k, v in weights.items() if k in self.trainable_names},
+            "optimizer": optimizer,
+        }
+
     def _save_checkpoint(self) -> None:
+        """checkpoints/step-N/, built in step-N.tmp/ and renamed when whole; state.pt is written last."""
         folder = self.run_dir / CHECKPOINTS / f"step-{self.step:07d}"
+        tmp = folder.with_name(folder.name + ".tmp")
+        if self.sharded:  # every rank writes its own shard into the folder rank 0 made
+            import torch.distributed.checkpoint as dcp
+
+            if self.acc.is_main_process:
+                shutil.rmtree(tmp, ignore_errors=True)
+                tmp.mkdir(parents=True)
+            self.acc.wait_for_everyone()
+            dcp.save(self._sharded_state(), checkpoint_id=str(tmp / SHARDED))
         if self.acc.is_main_process:
-            tmp = folder.with_name(folder.name + ".tmp")
-            shutil.rmtree(tmp, ignore_errors=True)
-            tmp.mkdir(parents=True)
-            save_file(self._trainable(), str(tmp / "trainable.safetensors"))
-            torch.save(self.optimizer.state_dict(), tmp / "optimizer.pt")
+            if not self.sharded:
+                shutil.rmtree(tmp, ignore_errors=True)
+                tmp.mkdir(parents=True)
+                save_file(self._trainable(), str(tmp / "trainable.safetensors"))
+                torch.save(self.optimizer.state_dict(), tmp / "optimizer.pt")
             state = {
                 "step": self.step,
                 "micro": self.micro,
@@ -410,31 +510,79 @@ class Trainer:
                 "rng": _rng_state(),
             }
             torch.save(state, tmp / "state.pt")
-            shutil.rmtree(folder, ignore_errors=True)
+            _discard(folder)
             tmp.rename(folder)
             for old in _checkpoints(self.run_dir)[:-2]:  # keep the last two
-                shutil.rmtree(old, ignore_errors=True)
+                _discard(old)
+        self.acc.wait_for_everyone()
+
+    def _start_over(self, resume: bool) -> None:
+        """Step 0 in a folder that may hold an interrupted start: drop its half-written checkpoint and its
+        metric rows, so the new start reads like a first one."""
+        if resume:
+            self.acc.print(
+                f"{self.run_dir}: no complete checkpoint yet (the run stopped before or during its first save); "
+                "starting again from step 0."
+            )
+        if self.acc.is_main_process:
+            for leftover in [
+                *(self.run_dir / CHECKPOINTS).glob("*.tmp"),
+                *(self.run_dir / CHECKPOINTS).glob("*.old"),
+            ]:
+                shutil.rmtree(leftover, ignore_errors=True)
+            (self.run_dir / METRICS_FILE).unlink(missing_ok=True)
         self.acc.wait_for_everyone()
 
     def _resume(self) -> None:
         folder = last_checkpoint(self.run_dir)
-        assert folder is not None  # checked in _check
-        weights = load_file(str(folder / "trainable.safetensors"))
-        missing = set(self._trainable()) - set(weights)
-        if missing:
-            raise TrainError(
-                f"{folder}: checkpoint lacks {len(missing)} trainable weights of this config, e.g. {sorted(missing)[0]}."
+        assert folder is not None  # checked by the caller
+        if (folder / SHARDED).is_dir() != self.sharded:
+            written, now = (
+                ("a sharded (FSDP)", "without") if (folder / SHARDED).is_dir() else ("an unsharded", "with")
             )
-        self.module.load_state_dict(weights, strict=False)
-        self.optimizer.load_state_dict(torch.load(folder / "optimizer.pt", weights_only=False))
+            raise TrainError(
+                f"{folder}: written by {written} run, resumed {now} FSDP; resume it under the accelerate "
+                "config it was trained with."
+            )
+        if self.sharded:
+            self._resume_sharded(folder)
+        else:
+            weights = load_file(str(folder / "trainable.safetensors"))
+            missing = self.trainable_names - set(weights)
+            if missing:
+                raise TrainError(
+                    f"{folder}: checkpoint lacks {len(missing)} trainable weights of this config, e.g. {sorted(missing)[0]}."
+                )
+            self.module.load_state_dict(weights, strict=False)
+            self.optimizer.load_state_dict(torch.load(folder / "optimizer.pt", weights_only=False))
         state = torch.load(folder / "state.pt", weights_only=False)
         self.scheduler.load_state_dict(state["scheduler"])
         self.step, self.micro = state["step"], state["micro"]
         _set_rng_state(state["rng"])
         if self.acc.is_main_process:
+            # a paused run goes on: it is unfinished again until its new final/ is written
+            (self.run_dir / FINISHED_FILE).unlink(missing_ok=True)
             self._truncate_metrics()
             self.acc.print(f"resumed from {folder} (step {self.step})")
             self._warn_if_schedule_changed(folder, state.get("schedule_steps", self.schedule_steps))
+
+    def _resume_sharded(self, folder: Path) -> None:
+        """Each rank reads its shards back (same number of processes as the run that saved them)."""
+        import torch.distributed.checkpoint as dcp
+        from torch.distributed.checkpoint.state_dict import StateDictOptions, set_state_dict
+
+        state = self._sharded_state()
+        try:
+            dcp.load(state, checkpoint_id=str(folder / SHARDED))
+        except (RuntimeError, ValueError) as err:
+            raise TrainError(f"{folder}: the sharded checkpoint does not fit this run ({err}).") from err
+        set_state_dict(
+            self.model,
+            self.optimizer,
+            model_state_dict=state["model"],
+            optim_state_dict=state["optimizer"],
+            options=StateDictOptions(strict=False),
+        )
 
     def _warn_if_schedule_changed(self, folder: Path, saved: int) -> None:
         """LambdaLR keeps no horizon in its state, so a new max_steps would silently re-bend the cosine."""
@@ -458,10 +606,14 @@ class Trainer:
         with path.open() as handle:
             rows = list(csv.DictReader(handle))
             fields = list(rows[0].keys()) if rows else []
-        with path.open("w", newline="") as handle:
-            writer = csv.DictWriter(handle, fieldnames=fields)
-            writer.writeheader()
-            writer.writerows(r for r in rows if int(r["step"]) <= self.step)
+
+        def write(tmp: Path) -> None:
+            with tmp.open("w", newline="") as handle:
+                writer = csv.DictWriter(handle, fieldnames=fields)
+                writer.writeheader()
+                writer.writerows(r for r in rows if int(r["step"]) <= self.step)
+
+        _write_atomic(path, write)
 
     # ------------------------------------------------------------------ data
     def _mel(self, clip: Clip) -> torch.Tensor:
@@ -575,10 +727,14 @@ class Trainer:
                 with path.open() as handle:
                     old = list(csv.DictReader(handle))
                 fields = _column_order({**{k: 0 for r in old for k in r}, **row})
-                with path.open("w", newline="") as handle:
-                    writer = csv.DictWriter(handle, fieldnames=fields, restval="")
-                    writer.writeheader()
-                    writer.writerows(old)
+
+                def write(tmp: Path) -> None:
+                    with tmp.open("w", newline="") as handle:
+                        writer = csv.DictWriter(handle, fieldnames=fields, restval="")
+                        writer.writeheader()
+                        writer.writerows(old)
+
+                _write_atomic(path, write)
         with path.open("a", newline="") as handle:
             writer = csv.DictWriter(handle, fieldnames=fields, restval="")
             if path.stat().st_size == 0:
@@ -607,7 +763,8 @@ class Trainer:
                 self.acc.unwrap_model(self.model).student, self.config
             )
             row["dev_probe_teacher_wer"] = self.probe.teacher_wer  # the teacher's states, same input
-        if self.config.train.stage == "joint" and len(self.dev_clips) > 1:
+        # the listening gap calls the student's parts directly, which a sharded (FSDP) module cannot serve
+        if self.config.train.stage == "joint" and len(self.dev_clips) > 1 and not self.sharded:
             from aura.diagnose import listening
 
             heard = listening(
@@ -625,15 +782,38 @@ class Trainer:
             self._write_row(row)
 
     def _finish(self) -> Path:
-        """final/ (inference checkpoint) and heads.safetensors beside it."""
+        """final/ (inference checkpoint), heads.safetensors beside it, then finished.json: each whole.
+
+        A sharded run gathers its weights to rank 0 first, so it writes the same files as any other run."""
         final = self.run_dir / "final"
+        whole = self._gathered() if self.sharded else None
         if self.acc.is_main_process:
-            student = self.acc.unwrap_model(self.model).student
-            student.save_pretrained(final)
+            module = self.acc.unwrap_model(self.model)
+            tmp = final.with_name("final.new")
+            shutil.rmtree(tmp, ignore_errors=True)
+            module.student.save_pretrained(
+                tmp, state_dict=None if whole is None else submodule_state(whole, "student.")
+            )
+            _discard(final)
+            tmp.rename(final)
             if self.heads is not None:
-                self.acc.unwrap_model(self.model).heads.save(self.run_dir / HEADS_FILE)
+                heads = None if whole is None else submodule_state(whole, "heads.")
+                _write_atomic(self.run_dir / HEADS_FILE, lambda tmp: module.heads.save(tmp, heads))
+            _write_atomic(
+                self.run_dir / FINISHED_FILE,
+                lambda tmp: tmp.write_text(json.dumps({"step": self.step}) + "\n"),
+            )
         self.acc.wait_for_everyone()
         return final
+
+
+def _discard(folder: Path) -> None:
+    """Delete a folder by first renaming it out of sight, so a kill mid-delete leaves no half folder."""
+    if folder.exists():
+        doomed = folder.with_name(folder.name + ".old")
+        shutil.rmtree(doomed, ignore_errors=True)
+        folder.rename(doomed)
+        shutil.rmtree(doomed)
 
 
 def _column_order(row: dict[str, Any]) -> list[str]:
@@ -672,5 +852,9 @@ def train(
     """Train per `config` into `run_dir` (or continue its last checkpoint) and return `run_dir/final`.
 
     `teacher`, `llm`, `tokenizer` replace the models named in the config (tests use tiny random ones).
+    `resume` on a finished run changes nothing: it says so (and how to train further) and returns final/.
     """
+    if resume and (message := finished_message(Path(run_dir), config)) is not None:
+        PartialState().print(message)
+        return Path(run_dir) / "final"
     return Trainer(config, run_dir, resume, teacher, llm, tokenizer, progress).run()

@@ -8,7 +8,18 @@ import time
 
 from aura.cli import quiet_libraries
 
-BENCHMARKS = ("train_step", "prefill_efficiency", "latency", "scaling", "merge")
+BENCHMARKS = (
+    "train_step",
+    "train_profile",
+    "prefill_efficiency",
+    "dtype_agreement",
+    "latency",
+    "scaling",
+    "merge",
+    "adapters",
+    "serving",
+    "synth_engines",
+)
 
 
 def main() -> None:

@@ -53,11 +53,16 @@ def checkpoint(arch: str, given: str | None = None) -> Path:
     return run / "final"
 
 
-def compare_main(doc: str, run: Callable[[int, str | None, str | None], dict], repeats: int) -> None:
+def compare_main(
+    doc: str,
+    run: Callable[[int, str | None, str | None], dict],
+    repeats: int,
+    default: str = "the demo's, else a one-step run",
+) -> None:
     """Command line of the benchmarks that compare AuRA with the bridge and the cascade."""
     parser = argparse.ArgumentParser(description=doc)
     parser.add_argument("--repeats", type=int, default=repeats)
-    parser.add_argument("--model", help="AuRA checkpoint (default: the demo's, else a one-step run)")
-    parser.add_argument("--bridge-model", help="bridge checkpoint (default: the demo's, else a one-step run)")
+    parser.add_argument("--model", help=f"AuRA checkpoint (default: {default})")
+    parser.add_argument("--bridge-model", help=f"bridge checkpoint (default: {default})")
     args = parser.parse_args()
     run(args.repeats, args.model, args.bridge_model)

@@ -16,6 +16,7 @@ import argparse
 import statistics
 import tempfile
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
@@ -32,6 +33,64 @@ from aura.train import TrainModule
 from benchmarks.common import write_result
 
 
+@dataclass
+class StepBench:
+    """One student, its heads, optimizer and one fixed batch: `step(stage, precision)` runs a training step."""
+
+    config: AuraConfig
+    module: TrainModule
+    reader: TranscriptReader
+    optimizer: torch.optim.Optimizer
+    inputs: dict
+
+    @classmethod
+    def build(cls, config: AuraConfig, batch_size: int, folder: Path) -> StepBench:
+        manifest = synthesize("asr", batch_size, folder / "clips", seed=7, progress=False)
+        examples = read_manifest(manifest)
+        waves = [load_audio(ex.audio) for ex in examples]
+        teacher = load_teacher(config.model.teacher)
+        cache = TeacherCache(folder / "cache", teacher.name, config.model.k, teacher)
+        cache.fill(waves)
+        student = AuraStudent.build(config.model, teacher)
+        pairs = layer_map(config.model.layer_map, student.num_blocks, teacher.num_layers)
+        heads = DistillHeads(pairs, student.llm.get_input_embeddings().weight.shape[1], teacher.width)
+        reader = TranscriptReader(teacher, heads, config.model.k)
+        module = TrainModule(student, heads, config).train()
+        per_clip = [cache.get(w)[heads.teacher_layers] for w in waves]
+        inputs = {
+            "prompts": [student.render_prompt(ex.prompt) for ex in examples],
+            "mels": [[student.audio_features(w)] for w in waves],
+            "responses": [ex.response for ex in examples],
+            "targets": [torch.cat([t[j] for t in per_clip]) for j in range(len(pairs))],
+            "transcripts": [
+                (encoder_frames(len(w)), ex.transcript) for w, ex in zip(waves, examples, strict=True)
+            ],
+        }
+        params = [p for p in module.parameters() if p.requires_grad]
+        return cls(config, module, reader, torch.optim.AdamW(params, lr=1e-5), inputs)
+
+    def step(self, stage: str, precision: str) -> float:
+        """One optimizer step of `stage` (a variant name) in `precision` (fp32 | bf16); returns its tokens."""
+        config, module, x = self.config, self.module, self.inputs
+        config.train.stage = stage.split("+")[0]
+        module.reader = self.reader if stage == "distill+transcript" else None
+        config.distill.decoder_weight = 0.1 if module.reader else 0.0
+        with torch.autocast("cpu", torch.bfloat16, enabled=precision == "bf16"):
+            out = module(x["prompts"], x["mels"], x["responses"], x["targets"], x["transcripts"])
+        out["loss"].backward()
+        self.optimizer.step()
+        self.optimizer.zero_grad()
+        return float(out["tokens"])
+
+
+def bench_config(llm: str | None, teacher: str | None, k: int | None) -> AuraConfig:
+    config = AuraConfig()
+    config.model.llm = llm or config.model.llm
+    config.model.teacher = teacher or config.model.teacher
+    config.model.k = k or config.model.k
+    return config
+
+
 def run(
     llm: str | None = None,
     teacher: str | None = None,
@@ -40,48 +99,19 @@ def run(
     k: int | None = None,
 ) -> dict:
     """Median step time of each stage on the same batch; writes results/train_step.json."""
-    config = AuraConfig()
-    config.model.llm = llm or config.model.llm
-    config.model.teacher = teacher or config.model.teacher
-    config.model.k = k or config.model.k
+    config = bench_config(llm, teacher, k)
     with tempfile.TemporaryDirectory() as tmp:
-        manifest = synthesize("asr", batch_size, Path(tmp) / "clips", seed=7, progress=False)
-        examples = read_manifest(manifest)
-        waves = [load_audio(ex.audio) for ex in examples]
-        teacher = load_teacher(config.model.teacher)
-        cache = TeacherCache(Path(tmp) / "cache", teacher.name, config.model.k, teacher)
-        cache.fill(waves)
-        student = AuraStudent.build(config.model, teacher)
-        pairs = layer_map(config.model.layer_map, student.num_blocks, teacher.num_layers)
-        heads = DistillHeads(pairs, student.llm.get_input_embeddings().weight.shape[1], teacher.width)
-        reader = TranscriptReader(teacher, heads, config.model.k)
-        module = TrainModule(student, heads, config).train()
-        mels = [[student.audio_features(w)] for w in waves]
-        per_clip = [cache.get(w)[heads.teacher_layers] for w in waves]
-        targets = [torch.cat([t[j] for t in per_clip]) for j in range(len(pairs))]
-        prompts = [student.render_prompt(ex.prompt) for ex in examples]
-        responses = [ex.response for ex in examples]
-        transcripts = [(encoder_frames(len(w)), ex.transcript) for w, ex in zip(waves, examples, strict=True)]
-        params = [p for p in module.parameters() if p.requires_grad]
-        optimizer = torch.optim.AdamW(params, lr=1e-5)
-
+        bench = StepBench.build(config, batch_size, Path(tmp))
         results = {}
         variants = ("distill", "distill+transcript", "joint")
         for stage, precision in [(s, p) for s in variants for p in ("fp32", "bf16")]:
-            config.train.stage = stage.split("+")[0]
-            module.reader = reader if stage == "distill+transcript" else None
-            config.distill.decoder_weight = 0.1 if module.reader else 0.0
             times, tokens = [], 0.0
             for i in range(steps + 1):
                 start = time.perf_counter()
-                with torch.autocast("cpu", torch.bfloat16, enabled=precision == "bf16"):
-                    out = module(prompts, mels, responses, targets, transcripts)
-                out["loss"].backward()
-                optimizer.step()
-                optimizer.zero_grad()
+                step_tokens = bench.step(stage, precision)
                 if i:  # the first step warms up allocators and kernels
                     times.append(time.perf_counter() - start)
-                    tokens = float(out["tokens"])
+                    tokens = step_tokens
             step = statistics.median(times)
             results[f"{stage}_{precision}"] = {
                 "seconds_per_step": step,
@@ -96,7 +126,7 @@ def run(
         "llm": config.model.llm,
         "teacher": config.model.teacher,
         "k": config.model.k,
-        "lora_layers": student.num_blocks,
+        "lora_layers": bench.module.student.num_blocks,
         "lora_rank": config.model.lora_rank,
         "batch_size": batch_size,
         "timed_steps": steps,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gzip
 import json
 from pathlib import Path
 
@@ -11,7 +12,13 @@ import soundfile as sf
 from typer.testing import CliRunner
 
 from aura.cli import app
-from aura.data.importers import import_corpus
+from aura.data.importers import (
+    ASTERISK_AUDIO,
+    ASTERISK_TRANSCRIPTS,
+    asterisk_half,
+    import_asterisk,
+    import_corpus,
+)
 from aura.data.manifest import ManifestError, read_manifest
 from aura.features import SAMPLE_RATE
 
@@ -146,3 +153,68 @@ def test_unknown_source_and_missing_path(tmp_path: Path) -> None:
         import_corpus("librispeech", tmp_path, tmp_path / "o", progress=False)
     with pytest.raises(FileNotFoundError, match="does not exist"):
         import_corpus("csv", tmp_path / "nope.csv", tmp_path / "o", progress=False)
+
+
+def test_asterisk_import_of_a_fixture_made_of_real_speech(tmp_path: Path) -> None:
+    """8-kHz espeak prompts and a gzipped `name: text` list with a tone, a silence and a missing clip."""
+    from aura.data.engines import get_engine
+
+    sounds = tmp_path / "sounds"
+    (sounds / "digits").mkdir(parents=True)
+    prompts = {
+        "auth-thankyou": "Thank you.",
+        "digits/7": "Seven.",
+        "call-waiting": "Call waiting.",
+        "letters/at": "at [@]",
+        "check-number": "Please check the number and dial again.",
+    }
+    espeak = get_engine("espeak")
+    for name, text in prompts.items():
+        wave = espeak.speak(text.replace("[@]", ""), "en-us", {"rate": 150, "pitch": 50})
+        (sounds / name).parent.mkdir(parents=True, exist_ok=True)
+        sf.write(sounds / f"{name}.wav", wave[::2], 8000)  # 16 kHz -> 8 kHz, as the package ships it
+    lines = ["; Core Asterisk Sounds in English", ""] + [f"{n}: {t}" for n, t in prompts.items()]
+    lines += ["beep: [this is a simple beep tone]", "silence/1: (1 second of silence)", "gone: Not here."]
+    transcripts = tmp_path / "core-sounds-en.txt.gz"
+    with gzip.open(transcripts, "wt", encoding="utf-8") as handle:
+        handle.write("\n".join(lines) + "\n")
+    halves = import_asterisk(tmp_path / "out", audio_dir=sounds, transcripts=transcripts, progress=False)
+    rows = {half: read_manifest(path, check_audio=True) for half, (path, _, _) in halves.items()}
+    ids = {half: {ex.id for ex in exs} for half, exs in rows.items()}
+    assert ids["dev"] | ids["test"] == {
+        "auth-thankyou",
+        "digits-7",
+        "call-waiting",
+        "letters-at",
+        "check-number",
+    }
+    assert not ids["dev"] & ids["test"] and all(asterisk_half(i) == h for h, s in ids.items() for i in s)
+    by_id = {ex.id: ex for exs in rows.values() for ex in exs}
+    assert by_id["letters-at"].transcript == "at" and by_id["digits-7"].transcript == "7"
+    for ex in by_id.values():
+        info = sf.info(ex.audio)
+        assert (info.samplerate, info.channels) == (SAMPLE_RATE, 1) and ex.task == "asr"
+    rejected = [
+        json.loads(x) for h in halves.values() if h[2] for x in (h[0].parent / "rejects.jsonl").open()
+    ]
+    assert [r["raw"] for r in rejected] == ["gone Not here."] and "not in the package" in rejected[0][
+        "reason"
+    ]
+    with pytest.raises(FileNotFoundError, match="asterisk-core-sounds-en"):
+        import_asterisk(tmp_path / "o", audio_dir=sounds, transcripts=tmp_path / "none.gz", progress=False)
+
+
+@pytest.mark.skipif(
+    not ASTERISK_TRANSCRIPTS.is_file() or not ASTERISK_AUDIO.is_dir(), reason="no Asterisk prompts"
+)
+def test_asterisk_import_of_the_installed_package(tmp_path: Path) -> None:
+    out = tmp_path / "asterisk"
+    result = CliRunner().invoke(app, ["data", "import", "--from", "asterisk", "--out", str(out)])
+    assert result.exit_code == 0, result.output
+    dev, test = (read_manifest(out / half / "manifest.jsonl", max_seconds=120) for half in ("dev", "test"))
+    assert len(dev) + len(test) > 540 and abs(len(dev) - len(test)) < 40
+    assert not {ex.id for ex in dev} & {ex.id for ex in test}
+    assert all(
+        ex.transcript and "[" not in ex.response and "second of silence" not in ex.response for ex in dev
+    )
+    assert max(ex.duration for ex in dev + test) > 30  # long prompts are kept: eval reads them in windows

@@ -42,6 +42,9 @@ def faulty(tmp_path: Path) -> Path:
     _clip(tmp_path / "audio" / "ok.wav", 1.0)
     _clip(tmp_path / "audio" / "long.wav", 2.5)
     (tmp_path / "audio" / "corrupt.wav").write_bytes(b"RIFF\x00\x00garbage, not audio")
+    (tmp_path / "audio" / "cut.wav").write_bytes(
+        _clip(tmp_path / "audio" / "whole.wav", 1.0).read_bytes()[:8044]
+    )
     lines = [
         _row(1),  # 1 good
         '{"id": "ex2", "audio": ',  # 2 bad JSON
@@ -53,7 +56,8 @@ def faulty(tmp_path: Path) -> Path:
         _row(1),  # 8 duplicate id
         _row(9, prompt="<audio> and <audio>"),  # 9 two placeholders
         _row(10, colour="red"),  # 10 unknown field
-        _row(11),  # 11 good
+        _row(11, audio="audio/cut.wav", duration=0.25),  # 11 truncated: the header promises 1 s
+        _row(12),  # 12 good
     ]
     path = tmp_path / "manifest.jsonl"
     path.write_text("\n".join(lines) + "\n")
@@ -70,6 +74,7 @@ EXPECTED = {
     8: "duplicate id 'ex1' (first on line 1)",
     9: "2 '<audio>' placeholders",
     10: "unknown field 'colour'",
+    11: "the file is truncated: its header declares 1.000 s of audio but it holds only 0.250 s",
 }
 
 
@@ -79,8 +84,8 @@ def test_check_reports_each_planted_fault_with_its_line(faulty: Path) -> None:
     for line, message in EXPECTED.items():
         reported = [x for x in result.output.splitlines() if x.startswith(f"{faulty}:{line}: ")]
         assert reported and message in " ".join(reported), (line, result.output)
-    assert f"{faulty}:1:" not in result.output and f"{faulty}:11:" not in result.output
-    assert "9 problem(s)" in result.output and "2 example(s) are fine" in result.output
+    assert f"{faulty}:1:" not in result.output and f"{faulty}:12:" not in result.output
+    assert "10 problem(s)" in result.output and "2 example(s) are fine" in result.output
 
 
 def test_check_skip_bad_writes_rejects_and_read_manifest_agrees(faulty: Path) -> None:
@@ -94,7 +99,7 @@ def test_check_skip_bad_writes_rejects_and_read_manifest_agrees(faulty: Path) ->
         read_manifest(faulty, max_seconds=2.0, check_audio=True)
     assert len(err.value.problems) == len(EXPECTED) and "--skip-bad" in str(err.value)
     good = read_manifest(faulty, max_seconds=2.0, check_audio=True, skip_bad=True)
-    assert [ex.id for ex in good] == ["ex1", "ex11"]
+    assert [ex.id for ex in good] == ["ex1", "ex12"]
     assert Path(good[0].audio).is_absolute() and Path(good[0].audio).is_file()
 
 

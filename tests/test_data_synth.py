@@ -15,9 +15,9 @@ from aura.cli import app
 from aura.data import corpus
 from aura.data.corpus import MIN_WORD_COUNT, CorpusError, sentences_in
 from aura.data.facts import QUESTIONS, countries, countries_in
-from aura.data.manifest import scan_manifest
+from aura.data.manifest import read_manifest, scan_manifest
 from aura.data.splits import SPLITS, split_of
-from aura.data.synth import SynthError, add_noise, synthesize, voices_for
+from aura.data.synth import SynthError, add_noise, synthesize, voice_pools, voices_for
 from aura.data.tasks import plan_examples
 from aura.metrics import normalize_answer
 
@@ -158,3 +158,68 @@ def test_bad_voice_and_missing_corpus_are_clear_errors(
     monkeypatch.setattr(corpus, "WORDNET_DIRS", (tmp_path / "none",))
     with pytest.raises(CorpusError, match="apt-get install"):
         corpus.wordnet_dir()
+
+
+def test_dev_and_test_never_share_a_voice_with_training() -> None:
+    engines = ["espeak", "piper", "flite", "festival"]
+    train = {(e, v) for e, vs in voice_pools(engines, "train").items() for v in vs}
+    for split in ("dev", "test"):
+        pools = voice_pools(engines, split)
+        assert set(pools) == {"espeak", "flite"}  # piper and festival have no held-out voice
+        heldout = {(e, v) for e, vs in pools.items() for v in vs}
+        assert heldout and not heldout & train
+        # whole speakers training never hears, and flite/slt: a speaker training hears only through festival
+        assert ("flite", "rms") in heldout and ("flite", "slt") in heldout
+        assert ("festival", "cmu_us_slt_arctic_hts") in train
+    with pytest.raises(SynthError, match="has a voice in the 'heldout' voice set; add espeak or flite"):
+        voice_pools(["piper", "festival"], "test")
+    with pytest.raises(ValueError, match="not in --engines"):
+        voice_pools(["espeak"], "train", voices=["flite:awb"])
+    assert voice_pools(["espeak", "flite"], "train", voices=["en-us", "flite:awb"]) == {
+        "espeak": ["en-us"],
+        "flite": ["awb"],
+    }
+
+
+def test_multi_engine_augmented_set_is_deterministic_and_checks(tmp_path: Path) -> None:
+    """piper is left out here: its VITS sampling noise is drawn inside onnxruntime, unseeded."""
+    kwargs = {"split": "dev", "seed": 4, "engines": ["espeak", "flite", "festival"], "progress": False}
+    first = synthesize("asr", 10, tmp_path / "a", workers=2, **kwargs)
+    again = synthesize("asr", 10, tmp_path / "b", workers=1, **kwargs)
+    assert first.read_text() == again.read_text()
+    good, problems = scan_manifest(first)
+    assert not problems and len(good) == 10
+    assert not (tmp_path / "a" / ".clean").exists()
+    heldout = {(e, v) for e, vs in voice_pools(["espeak", "flite"], "dev").items() for v in vs}
+    for ex in good:
+        assert (ex.engine, ex.voice) in heldout and ex.augment is not None
+        assert (tmp_path / "a" / "audio" / Path(ex.audio).name).read_bytes() == (
+            tmp_path / "b" / "audio" / Path(ex.audio).name
+        ).read_bytes()
+    assert {ex.engine for ex in good} == {"espeak", "flite"}
+    assert any(len(ex.augment.model_dump(exclude_none=True)) > 1 for ex in good if ex.augment)
+
+
+def test_espeak_alone_is_not_augmented_unless_asked(tmp_path: Path) -> None:
+    plain = read_manifest(synthesize("asr", 2, tmp_path / "p", split="test", seed=1, progress=False))
+    assert all(ex.engine == "espeak" and ex.augment is None for ex in plain)
+    loud = read_manifest(
+        synthesize("asr", 2, tmp_path / "a", split="test", seed=1, augment=True, progress=False)
+    )
+    assert all(ex.augment is not None for ex in loud)
+    assert [ex.voice for ex in loud] == [ex.voice for ex in plain]  # the same draws, then augmented
+
+
+@pytest.mark.real
+def test_cli_synth_mixes_all_four_engines(tmp_path: Path) -> None:
+    out = tmp_path / "mix"
+    args = ["data", "synth", "--task", "asr", "--n", "12", "--out", str(out), "--seed", "3"]
+    result = CliRunner().invoke(app, [*args, "--engines", "espeak,piper,flite,festival", "--workers", "2"])
+    assert result.exit_code == 0, result.output
+    rows = [json.loads(x) for x in (out / "manifest.jsonl").read_text().splitlines()]
+    assert {r["engine"] for r in rows} == {"espeak", "piper", "flite", "festival"}
+    assert all("augment" in r for r in rows)
+    assert CliRunner().invoke(app, ["data", "check", str(out / "manifest.jsonl")]).exit_code == 0
+    dev_args = [*args[:6], "--out", str(tmp_path / "dev"), "--split", "dev", "--engines", "piper,flite"]
+    dev = CliRunner().invoke(app, dev_args)
+    assert dev.exit_code == 0 and "piper left out" in dev.output, dev.output

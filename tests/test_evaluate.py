@@ -206,7 +206,8 @@ def test_cli_eval_writes_report_and_errors_in_one_line(
 
 @pytest.mark.real
 def test_cascade_and_text_on_real_models(tmp_path: Path) -> None:
-    """Whisper tiny.en + SmolLM2-135M-Instruct on freshly synthesized asr and context-qa test clips."""
+    """Whisper tiny.en + SmolLM2-135M-Instruct on freshly synthesized asr and context-qa test clips, through
+    transformers (`cascade`, `text`) and through faster-whisper + llama.cpp on the same files (`cascade-fast`)."""
     from aura.data.synth import synthesize
 
     manifests = [
@@ -214,9 +215,10 @@ def test_cascade_and_text_on_real_models(tmp_path: Path) -> None:
         for task in ("asr", "context-qa")
     ]
     out = tmp_path / "out"
-    report = run_eval(manifests, "cascade,text", out, throughput_items=1, max_new_tokens=20, progress=False)
+    systems = "cascade,cascade-fast,text"
+    report = run_eval(manifests, systems, out, throughput_items=1, max_new_tokens=20, progress=False)
     assert report["n"] == 4 and report["tasks"] == {"asr": 2, "context-qa": 2}
-    for name in ("cascade", "text"):
+    for name in systems.split(","):
         system = report["systems"][name]
         assert system["failed"] == 0
         # not ASR systems: asked to transcribe, a chat LLM copies or paraphrases; they answer the QA only
@@ -226,3 +228,12 @@ def test_cascade_and_text_on_real_models(tmp_path: Path) -> None:
     assert {a["task"] for a in answers} == {"context-qa"}
     assert all(a["prediction"] for a in answers)
     assert (out / "accuracy_vs_ttft.png").is_file() and (out / "latency.png").is_file()
+
+
+def test_clips_over_30_seconds_are_evaluated(tmp_path: Path) -> None:
+    """Inference reads long audio in 30-s windows, so evaluation takes the long prompts of real sets."""
+    t = np.arange(35 * SAMPLE_RATE) / SAMPLE_RATE
+    sf.write(tmp_path / "long.wav", (0.3 * np.sin(2 * np.pi * 220 * t)).astype(np.float32), SAMPLE_RATE)
+    row = Example(id="long", audio="long.wav", task="asr", prompt="<audio>", response="a", duration=35.0)
+    items = load_items(write_manifest([row], tmp_path / "m.jsonl"))
+    assert len(items) == 1 and items[0].wave.size == 35 * SAMPLE_RATE

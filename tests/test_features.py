@@ -6,7 +6,15 @@ import pytest
 import soundfile as sf
 from transformers import WhisperFeatureExtractor
 
-from aura.features import AudioError, encoder_frames, load_audio, log_mel, log_mel_batch
+from aura.features import (
+    AudioError,
+    AudioFormatError,
+    encoder_frames,
+    has_sound,
+    load_audio,
+    log_mel,
+    log_mel_batch,
+)
 
 
 def _tone(seconds: float, rate: int = 16_000) -> np.ndarray:
@@ -71,3 +79,53 @@ def test_silent_audio_is_allowed_but_warned(caplog) -> None:
         wave = load_audio(np.zeros(1600, dtype=np.float32))
     assert wave.shape == (1600,)
     assert "silent" in caplog.text
+
+
+def _encoded(wave: np.ndarray, fmt: str) -> bytes:
+    buffer = io.BytesIO()
+    sf.write(buffer, wave, 16_000, format=fmt)
+    return buffer.getvalue()
+
+
+def test_truncated_files_are_refused_with_both_durations(tmp_path, caplog) -> None:
+    """A header promising more audio than the file holds (an interrupted copy): the decodable start is a
+    different clip, so it is refused, naming the file, the declared and the held duration."""
+    whole = _encoded(_tone(2.0), "WAV")
+    cut = tmp_path / "cut.wav"
+    cut.write_bytes(whole[:3000])
+    with pytest.raises(
+        AudioError, match=r"cut.wav: the file is truncated: .* declares 2.000 s .* only 0.092 s"
+    ):
+        load_audio(cut)
+    with pytest.raises(AudioError, match="truncated"):
+        load_audio(whole[: len(whole) // 2], name="half")
+    with caplog.at_level(
+        logging.WARNING, logger="aura.features"
+    ):  # a few samples short: used, with a warning
+        assert len(load_audio(whole[:-4], name="nearly")) == 32_000 - 2
+    assert "nearly: the file is truncated" in caplog.text
+    flac = _encoded(_tone(2.0), "FLAC")
+    with pytest.raises(AudioError, match="cut.flac"):
+        load_audio(flac[: len(flac) // 2], name="cut.flac")
+    for unknown in (b"\xff\xff\xff\xff", b"\x00\xf0\xff\x7f"):  # "length unknown", as streaming writers
+        streamed = bytearray(whole)  # leave it (espeak-ng writing to a pipe: 0x7FFFF000)
+        streamed[40:44] = unknown
+        assert len(load_audio(bytes(streamed))) == 32_000
+
+
+def test_declared_format_must_match_the_data() -> None:
+    wav, flac, mp3 = (_encoded(_tone(0.5), fmt) for fmt in ("WAV", "FLAC", "MP3"))
+    assert len(load_audio(wav, expected_format="wav")) == 8_000
+    assert len(load_audio(flac, expected_format="flac")) == 8_000
+    assert abs(len(load_audio(mp3, expected_format="mp3")) - 8_000) < 2_000
+    with pytest.raises(AudioFormatError, match="declared as 'mp3' but the data is wav"):
+        load_audio(wav, expected_format="mp3")
+    with pytest.raises(AudioFormatError, match="declared as 'wav' but the data is flac"):
+        load_audio(flac, expected_format="wav")
+
+
+def test_has_sound_rejects_silence_and_near_empty_clips() -> None:
+    assert has_sound(_tone(0.5))
+    assert not has_sound(_tone(0.09))  # too short for a word
+    assert not has_sound(np.zeros(16_000, dtype=np.float32))
+    assert not has_sound(1e-4 * np.random.default_rng(0).standard_normal(16_000).astype(np.float32))

@@ -22,7 +22,7 @@ from typer.testing import CliRunner
 from aura.cli import app, main
 from aura.config import load_config
 from aura.features import SAMPLE_RATE
-from aura.infer import AuraModel, GenerationRequest
+from aura.infer import AuraModel, GenerationRequest, RequestError
 from aura.student import CheckpointError
 
 MAX_NEW = 12
@@ -61,7 +61,7 @@ def _reference_tokens(model: AuraModel, request: GenerationRequest) -> list[int]
             tokens.append(token)
             length = embeds.shape[1]
             embeds = torch.cat([embeds, embed(torch.tensor([[token]]))], dim=1)
-            grown = torch.full((1, 1, length + 1, length + 1), torch.finfo(mask.dtype).min)
+            grown = torch.full((1, 1, length + 1, length + 1), torch.finfo(mask.dtype).min, dtype=mask.dtype)
             grown[..., :length, :length] = mask
             grown[..., length, :] = 0.0  # the new token sees everything before it and itself
             mask = grown
@@ -77,6 +77,31 @@ def test_cached_greedy_equals_uncached_forward(model: AuraModel, wave: np.ndarra
     assert "".join(pieces) == result.text
     assert result.completion_tokens == len(decoding.rows[0].tokens) > 0
     assert model.generate(audio=wave, prompt="say it again", max_new_tokens=MAX_NEW) == result.text
+
+
+@pytest.mark.parametrize("arch", ["aura", "bridge"])
+def test_bfloat16_end_to_end_agrees_with_float32(
+    arch: str, tiny_run: Path, tmp_path_factory: pytest.TempPathFactory, wave: np.ndarray
+) -> None:
+    """dtype=torch.bfloat16: the audio module's input (float32 log-mel), the masks and the KV cache all run
+    in bfloat16; cached decoding equals the uncached forward in that dtype; and the greedy answer starts
+    with float32's first tokens. Later tokens may part: 8 mantissa bits flip near-ties, and this random
+    LLM has many (benchmarks/dtype_agreement.py measures agreement on the shipped checkpoints)."""
+    run = tiny_run if arch == "aura" else tiny_runs(tmp_path_factory).bridge
+    # merged, so both dtypes run the same weights through the same matmuls (unmerged, bf16 rounds the
+    # LoRA update on its own: one more near-tie flipper in a random LLM)
+    fp32 = AuraModel.from_pretrained(run, merge=arch == "aura")
+    bf16 = AuraModel.from_pretrained(run, dtype=torch.bfloat16, merge=arch == "aura")
+    request = bf16.request(wave, "say it again", max_new_tokens=MAX_NEW)
+    batch = bf16.prefill([request])
+    assert batch.embeds.dtype == batch.mask.dtype == torch.bfloat16
+    decoding = bf16.decoding([request])
+    list(decoding)
+    tokens = decoding.rows[0].tokens
+    assert tokens == _reference_tokens(bf16, request)
+    reference = fp32.decoding([fp32.request(wave, "say it again", max_new_tokens=MAX_NEW)])
+    list(reference)
+    assert tokens[:4] == reference.rows[0].tokens[:4]
 
 
 def test_loading_and_decoding_raise_no_deprecation_warnings(tiny_run: Path, wave: np.ndarray) -> None:
@@ -259,6 +284,19 @@ def test_bad_inputs_have_clear_errors(model: AuraModel, tmp_path: Path) -> None:
         model.generate(audio=tmp_path / "missing.wav")
     with pytest.raises(ValueError, match="2 audio entries but 3 prompts"):
         model.generate(audio=[None, None], prompt=["a", "b", "c"])
+    # values out of range name their field before any model work; torch's seed range is taken whole
+    for field, value, message in [
+        ("seed", 2**64, "seed must be an integer from"),
+        ("seed", -(2**63) - 1, "seed must be an integer from"),
+        ("temperature", float("nan"), "temperature must be a finite number"),
+        ("top_p", 0.0, "top_p must be in"),
+        ("max_new_tokens", 0, "max_new_tokens must be at least 1"),
+    ]:
+        with pytest.raises(RequestError, match=message) as err:
+            model.generate(prompt="the cat", **{field: value})
+        assert err.value.field == field
+    for seed in (2**64 - 1, -(2**63)):
+        assert isinstance(model.generate(prompt="the cat", max_new_tokens=2, temperature=1.0, seed=seed), str)
 
 
 def test_cli_generate_and_export(tiny_run: Path, tmp_path: Path, model: AuraModel, wave: np.ndarray) -> None:
@@ -271,6 +309,10 @@ def test_cli_generate_and_export(tiny_run: Path, tmp_path: Path, model: AuraMode
         result = runner.invoke(app, base + extra)
         assert result.exit_code == 0, result.output
         assert result.stdout == expected + "\n"
+    result = runner.invoke(app, [*base, "--dtype", "bfloat16"])
+    assert result.exit_code == 0 and result.stdout[:4] == expected[:4], result.output
+    result = runner.invoke(app, [*base, "--dtype", "float8"])
+    assert result.exit_code != 0 and "choose one of float32, bfloat16, float16" in str(result.exception)
     result = runner.invoke(
         app, ["export", "--model", str(tiny_run), "--out", str(tmp_path / "out"), "--merge"]
     )
@@ -291,6 +333,17 @@ def test_cli_error_is_one_line(
     assert exit_info.value.code == 1
     err = " ".join(capsys.readouterr().err.split())  # rich wraps long lines
     assert "x.wav: no such file" in err and "Traceback" not in err
+    cut = tmp_path / "cut.wav"
+    sf.write(cut, tone_clip(2.0, 1), SAMPLE_RATE)
+    cut.write_bytes(cut.read_bytes()[:3000])
+    monkeypatch.setattr(sys, "argv", ["aura", "generate", "--model", str(tiny_run), "--audio", str(cut)])
+    with pytest.raises(SystemExit):
+        main()
+    err = " ".join(capsys.readouterr().err.split())
+    assert (
+        "cut.wav: the file is truncated: its header declares 2.000 s of audio but it holds only 0.092 s"
+        in err
+    )
 
 
 @pytest.mark.real

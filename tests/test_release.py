@@ -45,6 +45,31 @@ def test_stages_read_and_start_from_only_what_the_recipe_makes() -> None:
     )
 
 
+@pytest.mark.parametrize("recipe", sorted(RECIPE.parent.glob("*.yaml")), ids=lambda p: p.stem)
+def test_every_recipe_trains_on_what_it_makes_and_evaluates_what_it_trains(recipe: Path) -> None:
+    """Each recipe file (the release and the studies): every stage's data, probe and start are made by
+    the recipe itself or an earlier stage, and every run its commands name is one it trains."""
+    if "stages" not in (yaml.safe_load(recipe.read_text()) or {}):
+        pytest.skip(f"{recipe.name} is a training config, not a recipe")
+    release = Release.load(recipe, out="o")
+    made = release.manifest_paths()
+    earlier: list[str] = []
+    for name in release.stages():
+        config = release.stage_config(name)
+        for path in (config.data.train, config.data.dev, config.data.probe):
+            assert path is None or path in made, (name, path)
+        assert config.train.init_from is None or config.train.init_from in {f"o/{e}" for e in earlier}, name
+        earlier.append(name)
+    named: set[str] = set()
+    for args in release.commands().values():
+        outputs = {args[i + 1] for i, arg in enumerate(args[:-1]) if arg == "--out"}
+        named |= {a for arg in args for a in arg.replace(",", " ").replace("=", " ").split()} - outputs
+    runs = {arg for arg in named if arg.startswith("o/") and arg.count("/") == 1}
+    assert runs <= {f"o/{e}" for e in earlier}
+    data = {arg for arg in named if arg.startswith("o/data/")}
+    assert data <= made
+
+
 def test_manifests_are_joined_and_picked_in_order(tmp_path: Path) -> None:
     for name, seed in (("a", 0), ("b", 1)):
         folder = tmp_path / "out" / "data" / name

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import soundfile as sf
 import torch
 from test_ct2 import make_tiny_whisper_folder
 from typer.testing import CliRunner
@@ -105,6 +106,32 @@ def test_cli_rejects_unreadable_audio(tmp_path: Path, monkeypatch: pytest.Monkey
     assert exit_info.value.code == 1
     err = " ".join(capsys.readouterr().err.split())
     assert "notes.wav: not a readable audio file" in err and "Traceback" not in err
+
+
+def test_cli_refuses_truncated_audio(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys) -> None:
+    """The first 3,000 bytes of a 2-s clip: refused with both durations instead of transcribed."""
+    whole = tmp_path / "whole.wav"
+    sf.write(whole, _clip(2.0, seed=1), SAMPLE_RATE)
+    cut = tmp_path / "cut.wav"
+    cut.write_bytes(whole.read_bytes()[:3000])
+    monkeypatch.setattr(sys, "argv", ["aura", "transcribe", "--teacher", "whisper-tiny.en", str(cut)])
+    with pytest.raises(SystemExit) as exit_info:
+        main()
+    assert exit_info.value.code == 1
+    err = " ".join(capsys.readouterr().err.split())
+    assert (
+        "cut.wav: the file is truncated: its header declares 2.000 s of audio but it holds only 0.092 s"
+        in err
+    )
+
+
+def test_silent_or_near_empty_audio_transcribes_to_nothing(tmp_path: Path) -> None:
+    """Whisper answers silence and a 0.09-s blip with a stock phrase; such windows are not decoded."""
+    make_tiny_whisper_folder(tmp_path / "whisper")
+    teacher = load_teacher(tmp_path / "whisper")
+    waves = [np.zeros(SAMPLE_RATE, dtype=np.float32), _clip(0.09, seed=2), _clip(1.0, seed=3)]
+    texts = teacher.transcribe(waves, max_new_tokens=3)
+    assert texts[:2] == ["", ""] and texts[2] == teacher.transcribe(waves[2], max_new_tokens=3) != ""
 
 
 def _speak(text: str, path: Path) -> np.ndarray:

@@ -2,22 +2,37 @@ from __future__ import annotations
 
 import csv
 import os
+import random
 import shutil
 import subprocess
 import sys
+import time
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
+import soundfile as sf
 import torch
-from conftest import build_tiny_llm, build_tiny_teacher, build_tiny_tokenizer, make_manifest
+from conftest import (
+    TOY_SENTENCES,
+    build_tiny_llm,
+    build_tiny_teacher,
+    build_tiny_tokenizer,
+    make_manifest,
+    tone_clip,
+)
 from safetensors import safe_open
 from safetensors.torch import load_file
+from tiny_runs import TinyRuns, tiny_runs
 from typer.testing import CliRunner
 
 from aura.cli import app
 from aura.config import ConfigError, load_config
+from aura.data.manifest import Example, write_manifest
 from aura.distill import DistillHeads
-from aura.train import TrainError, TrainModule, train
+from aura.features import SAMPLE_RATE
+from aura.infer import AuraModel
+from aura.train import TrainError, TrainModule, last_checkpoint, train
 
 TINY = [
     "model.lora_rank=4",
@@ -247,7 +262,7 @@ def test_cli_errors(tmp_path: Path) -> None:
     result = runner.invoke(
         app, ["train", "--out", str(tmp_path / "r"), "--resume", f"data.train={tmp_path}/m.jsonl"]
     )
-    assert result.exit_code != 0 and "no checkpoint" in str(result.exception)
+    assert result.exit_code != 0 and "m.jsonl" in str(result.exception)
     no_heads = ["model.arch=bridge", "train.stage=joint", "distill.decoder_weight=0.1"]
     result = runner.invoke(
         app, ["train", "--out", str(tmp_path / "r"), f"data.train={tmp_path}/m.jsonl", *no_heads]
@@ -298,3 +313,249 @@ def test_heads_only_warmup_leaves_the_student_untouched(data: tuple[Path, Path],
     assert all(not v.any() for k, v in adapter.items() if "lora_B" in k)  # LoRA B starts at zero, still zero
     rows = _rows(tmp_path / "run")
     assert float(rows[-1]["lr"]) == 0 and float(rows[-1]["head_lr"]) > 0  # while the heads do learn
+
+
+# ---------------------------------------------------------------- killed runs (real processes, SIGKILL)
+
+KILL_STEPS, KILL_SAVE_EVERY = 12, 4
+
+
+def _cli_args(runs: TinyRuns, run_dir: Path, cache: Path) -> list[str]:
+    return [
+        sys.executable,
+        "-m",
+        "aura.cli",
+        "train",
+        "--out",
+        str(run_dir),
+        "--quiet",
+        f"model.llm={runs.llm}",
+        f"model.teacher={runs.whisper}",
+        f"data.train={runs.manifest}",
+        f"distill.cache_dir={cache}",
+        "model.lora_layers=2",
+        *TINY[:2],
+        "train.batch_size=2",
+        f"train.max_steps={KILL_STEPS}",
+        f"train.save_every={KILL_SAVE_EVERY}",
+        "train.log_every=2",
+        "train.warmup_steps=2",
+    ]
+
+
+def _env() -> dict[str, str]:
+    return {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(Path(__file__).parents[1])}
+
+
+def _kill_when(command: list[str], ready: Callable[[], bool], timeout: float = 120) -> str:
+    """Start `aura train`, SIGKILL it the moment `ready()` holds (polled as fast as Python can); its stdout."""
+    process = subprocess.Popen(command, env=_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + timeout
+    try:
+        while not ready():
+            assert process.poll() is None, f"finished before the kill point: {process.stderr.read()[-2000:]}"
+            assert time.monotonic() < deadline, "the kill point never came"
+    finally:
+        process.kill()
+        out, _ = process.communicate()
+    return out
+
+
+def _logged_steps(run_dir: Path) -> int:
+    path = run_dir / "metrics.csv"
+    try:
+        return max((int(r["step"]) for r in _rows(run_dir)), default=0) if path.is_file() else 0
+    except (ValueError, KeyError):  # a row being written
+        return 0
+
+
+def _final_weights(run_dir: Path) -> dict[str, torch.Tensor]:
+    return {
+        f"{name}/{key}": value
+        for name in ("adapter_model.safetensors", "audio_embedding.safetensors")
+        for key, value in load_file(run_dir / "final" / name).items()
+    }
+
+
+@pytest.fixture(scope="module")
+def uninterrupted(tmp_path_factory: pytest.TempPathFactory) -> tuple[TinyRuns, Path, Path]:
+    """The tiny model folders, a teacher cache, and the same CLI run done without interruption."""
+    runs = tiny_runs(tmp_path_factory)
+    root = tmp_path_factory.mktemp("kills")
+    cache, reference = root / "cache", root / "reference"
+    done = subprocess.run(
+        _cli_args(runs, reference, cache), env=_env(), capture_output=True, text=True, timeout=300
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    return runs, cache, reference
+
+
+def test_a_run_killed_anywhere_resumes_to_the_uninterrupted_result(
+    uninterrupted: tuple[TinyRuns, Path, Path], tmp_path: Path
+) -> None:
+    """SIGKILL inside the first checkpoint save, then at two random steps of the restarted run; each time
+    `--resume` carries on (from step 0 while no checkpoint is complete, saying so), and the result equals
+    the run that was never interrupted."""
+    runs, cache, reference = uninterrupted
+    run = tmp_path / "run"
+    command = _cli_args(runs, run, cache)
+    first_save = run / "checkpoints" / f"step-{KILL_SAVE_EVERY:07d}.tmp"
+    for _ in range(5):  # the save lasts milliseconds: retry until the kill lands inside it
+        _kill_when(command, first_save.exists)
+        if last_checkpoint(run) is None:
+            break
+        shutil.rmtree(run)
+    assert first_save.exists() and last_checkpoint(run) is None, "no kill landed inside the first save"
+    assert not (run / "final").exists()
+
+    rng = random.Random()
+    kills = sorted(rng.sample(range(KILL_SAVE_EVERY + 1, KILL_STEPS), 2))
+    said = _kill_when([*command, "--resume"], lambda: _logged_steps(run) >= kills[0])
+    assert "no complete checkpoint yet" in said and "starting again from step 0" in " ".join(said.split())
+    assert not first_save.exists() and not (run / "final").exists()
+    _kill_when([*command, "--resume"], lambda: _logged_steps(run) >= kills[1])
+    assert not (run / "final").exists()
+    resumed = subprocess.run([*command, "--resume"], env=_env(), capture_output=True, text=True, timeout=300)
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    assert "resumed from" in resumed.stdout
+    want, got = _final_weights(reference), _final_weights(run)
+    assert want.keys() == got.keys()
+    diff = max(float((want[k] - got[k]).abs().max()) for k in want)
+    assert diff < 1e-6, f"killed in the first save, then at steps {kills}: max abs diff {diff}"
+    assert [(r["step"], r["loss"]) for r in _rows(run)] == [(r["step"], r["loss"]) for r in _rows(reference)]
+
+
+def test_resume_on_a_finished_run_changes_nothing(
+    uninterrupted: tuple[TinyRuns, Path, Path], tmp_path: Path
+) -> None:
+    runs, cache, reference = uninterrupted
+    run = tmp_path / "finished"
+    shutil.copytree(reference, run)
+    before = {p: (p.stat().st_mtime_ns, p.read_bytes()) for p in run.rglob("*") if p.is_file()}
+    again = subprocess.run(
+        [*_cli_args(runs, run, cache), "--resume"], env=_env(), capture_output=True, text=True, timeout=300
+    )
+    assert again.returncode == 0, again.stderr[-3000:]
+    said = " ".join(again.stdout.split())
+    assert f"this run is finished (step {KILL_STEPS}" in said and "changed nothing" in said
+    assert f"train.init_from={run}" in said
+    assert {p: (p.stat().st_mtime_ns, p.read_bytes()) for p in run.rglob("*") if p.is_file()} == before
+    fresh = CliRunner().invoke(app, _cli_args(runs, run, cache)[3:])  # refused before any model loads
+    assert fresh.exit_code != 0 and "already holds a run; pass --resume" in str(fresh.exception)
+
+
+# ---------------------------------------------------------------- sharded training (FSDP2, 2 CPU processes)
+
+FSDP_CONFIG = Path(__file__).parents[1] / "aura" / "recipes" / "accelerate" / "fsdp.yaml"
+FSDP_TOLERANCE = (
+    1e-5  # max abs difference of any final weight from the one-process run (float reduction order)
+)
+
+
+def _equal_clips(folder: Path) -> Path:
+    """Four clips of the same length: each rank's mean loss then weighs its clips as the one-process mean
+    does, so two processes of batch 2 take exactly the steps one process of batch 4 takes."""
+    folder.mkdir(parents=True)
+    examples = []
+    for i in range(4):
+        sf.write(folder / f"c{i}.wav", tone_clip(1.0, 40 + i), SAMPLE_RATE)
+        sentence = TOY_SENTENCES[i]
+        examples.append(
+            Example(
+                id=f"c{i}",
+                audio=str(folder / f"c{i}.wav"),
+                task="asr",
+                prompt="",
+                response=sentence,
+                transcript=sentence,
+                duration=1.0,
+            )
+        )
+    return write_manifest(examples, folder / "train.jsonl")
+
+
+def test_fsdp_recipe_trains_resumes_and_exports_like_one_process(
+    tmp_path: Path, tmp_path_factory: pytest.TempPathFactory
+) -> None:
+    runs = tiny_runs(tmp_path_factory)
+    manifest = _equal_clips(tmp_path / "data")
+    common = [
+        "--quiet",
+        f"model.llm={runs.llm}",
+        f"model.teacher={runs.whisper}",
+        f"data.train={manifest}",
+        f"distill.cache_dir={tmp_path / 'cache'}",
+        "model.lora_layers=2",
+        *TINY[:2],
+        "train.lr=3e-3",
+        "train.warmup_steps=2",
+        "train.log_every=1",
+        "train.save_every=3",
+        "train.schedule_steps=6",
+    ]
+    single = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "aura.cli",
+            "train",
+            "--out",
+            str(tmp_path / "single"),
+            *common,
+            "train.batch_size=4",
+            "train.max_steps=6",
+        ],
+        env=_env(),
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert single.returncode == 0, single.stderr[-3000:]
+    launch = [
+        sys.executable,
+        "-m",
+        "accelerate.commands.launch",
+        "--config_file",
+        str(FSDP_CONFIG),
+        "--num_processes",
+        "2",
+        "-m",
+        "aura.cli",
+        "train",
+        "--out",
+        str(tmp_path / "sharded"),
+    ]
+    first = subprocess.run(
+        [*launch, *common, "train.batch_size=2", "train.max_steps=3"],
+        env=_env(),
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert first.returncode == 0, first.stderr[-3000:]
+    checkpoint = tmp_path / "sharded" / "checkpoints" / "step-0000003"
+    assert len(list((checkpoint / "sharded").glob("*.distcp"))) == 2  # one shard per process
+    resumed = subprocess.run(
+        [*launch, "--resume", "train.max_steps=6"], env=_env(), capture_output=True, text=True, timeout=300
+    )
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    assert f"resumed from {checkpoint}" in resumed.stdout
+    want, got = _final_weights(tmp_path / "single"), _final_weights(tmp_path / "sharded")
+    assert want.keys() == got.keys()
+    diff = max(float((want[k] - got[k]).abs().max()) for k in want)
+    print(f"FSDP on 2 CPU processes vs one process: max abs final-weight difference {diff:.2e}")
+    assert diff < FSDP_TOLERANCE, diff
+    assert any(v.abs().sum() > 0 for k, v in got.items() if "lora_B" in k)  # trained: LoRA B starts at zero
+    for one, two in zip(_rows(tmp_path / "single"), _rows(tmp_path / "sharded"), strict=True):
+        assert one["step"] == two["step"] and float(one["loss"]) == pytest.approx(
+            float(two["loss"]), rel=1e-4
+        )
+    clip = tmp_path / "data" / "c0.wav"
+    answer = CliRunner().invoke(
+        app, ["generate", "--model", str(tmp_path / "sharded"), "--audio", str(clip), "--max-new-tokens", "4"]
+    )
+    assert answer.exit_code == 0, answer.output
+    assert (
+        answer.stdout.strip()
+        == AuraModel.from_pretrained(tmp_path / "sharded").generate(audio=str(clip), max_new_tokens=4).strip()
+    )

@@ -1,7 +1,8 @@
 """`aura data import`: turn existing speech corpora into a manifest.
 
-Sources: LibriSpeech-style folders (`*.flac` + `*.trans.txt`), a CSV/TSV of `path,text`, and a Hugging
-Face `datasets` dataset saved with `save_to_disk` that has an Audio column. Every clip is decoded once
+Sources: LibriSpeech-style folders (`*.flac` + `*.trans.txt`), a CSV/TSV of `path,text`, a Hugging
+Face `datasets` dataset saved with `save_to_disk` that has an Audio column, and the Asterisk English
+telephone prompts (real recorded speech, for evaluation only: `import_asterisk`). Every clip is decoded once
 (which proves it is readable and gives its true duration); clips already 16-kHz mono are copied (or
 referenced in place), others are resampled to 16-kHz wav. Bad items fail the import with every problem
 listed, or with `skip_bad` go to `rejects.jsonl`: nothing is dropped unseen.
@@ -10,6 +11,8 @@ listed, or with `skip_bad` go to `rejects.jsonl`: nothing is dropped unseen.
 from __future__ import annotations
 
 import csv
+import gzip
+import hashlib
 import re
 import shutil
 from collections.abc import Iterator
@@ -33,7 +36,12 @@ from aura.data.tasks import ASR_PROMPTS
 from aura.features import SAMPLE_RATE, AudioError, load_audio
 from aura.metrics import normalize_transcript
 
-SOURCES = ("librispeech", "csv", "hf-disk")
+SOURCES = ("librispeech", "csv", "hf-disk", "asterisk")
+# Debian's `asterisk-core-sounds-en-wav` (audio) and `asterisk-core-sounds-en` (transcripts).
+ASTERISK_AUDIO = Path("/usr/share/asterisk/sounds/en_US_f_Allison")
+ASTERISK_TRANSCRIPTS = Path("/usr/share/doc/asterisk-core-sounds-en/core-sounds-en.txt.gz")
+ASTERISK_INSTALL = "apt-get install asterisk-core-sounds-en-wav asterisk-core-sounds-en"
+_ASTERISK_NOTE = re.compile(r"\s*(\[[^\]]*\]|<[^>]*>|\([^)]*\))")
 TEXT_COLUMNS = ("text", "transcript", "transcription", "sentence", "normalized_text")
 PATH_COLUMNS = ("path", "audio", "file", "filename")
 _AUDIO_SUFFIXES = (".flac", ".wav")
@@ -161,6 +169,75 @@ def hf_disk_items(src: Path) -> Iterator[Item]:
             yield Item(clip_id, audio, text, where, index + 1, problem)
 
 
+def asterisk_half(name: str) -> str:
+    """The fixed half (`dev` or `test`) of an Asterisk prompt: a stable hash of its name."""
+    return ("dev", "test")[hashlib.sha256(name.encode()).digest()[0] % 2]
+
+
+def asterisk_items(audio_dir: Path, transcripts: Path) -> Iterator[Item]:
+    """The prompts of a `name: text` transcript file (gzipped or not), audio `audio_dir/name.wav`.
+
+    The file marks what is not spoken in brackets: `[this is a simple beep tone]`, `<beep ascending>`,
+    `(1 second of silence)`, `at [@]`, `IAX (note: does not say "2")`. Those notes are dropped from the
+    text, and a line with nothing left (a tone or a silence) is skipped.
+    """
+    if not transcripts.is_file():
+        raise FileNotFoundError(
+            f"{transcripts}: no Asterisk transcript file. Install it with `{ASTERISK_INSTALL}`, "
+            "or pass --transcripts FILE (one `name: text` line per prompt)."
+        )
+    opener = gzip.open if transcripts.suffix == ".gz" else open
+    with opener(transcripts, "rt", encoding="utf-8", errors="replace") as handle:
+        lines = handle.read().splitlines()
+    for number, raw in enumerate(lines, start=1):
+        line = raw.strip()
+        if not line or line.startswith(";"):
+            continue
+        name, colon, text = line.partition(":")
+        if not colon:
+            yield Item(_safe_id(name), None, "", str(transcripts), number, "expected `name: text`")
+            continue
+        name, text = name.strip(), _ASTERISK_NOTE.sub("", text).strip()
+        if not text:  # a tone or a silence
+            continue
+        audio = audio_dir / f"{name}.wav"
+        clip_id = _safe_id(name.replace("/", "-"))
+        problem = "" if audio.is_file() else f"audio {audio} is not in the package"
+        yield Item(clip_id, audio if audio.is_file() else None, text, str(transcripts), number, problem)
+
+
+def import_asterisk(
+    out: str | Path,
+    *,
+    audio_dir: str | Path = ASTERISK_AUDIO,
+    transcripts: str | Path = ASTERISK_TRANSCRIPTS,
+    max_seconds: float = float("inf"),
+    progress: bool = True,
+) -> dict[str, tuple[Path, int, int]]:
+    """Import the Asterisk prompts into `out/dev/` and `out/test/` (a fixed half each, by name).
+
+    Real recorded speech of one professional speaker at 8 kHz, resampled to 16 kHz: for measuring,
+    never for training. Prompts whose audio the package lacks, or that do not decode or are longer than
+    `max_seconds` (default: no limit; inference reads long clips in 30-s windows), go to each half's
+    `rejects.jsonl`, so nothing is dropped unseen.
+    Returns, per half, (manifest, examples, rejects).
+    """
+    audio_dir, out = Path(audio_dir), Path(out)
+    if not audio_dir.is_dir():
+        raise FileNotFoundError(
+            f"{audio_dir}: no Asterisk sounds folder. Install it with `{ASTERISK_INSTALL}`, or pass the "
+            "folder of the prompts' .wav files as SRC."
+        )
+    items = list(asterisk_items(audio_dir, transcripts))
+    halves = {}
+    for half in ("dev", "test"):
+        mine = [item for item in items if asterisk_half(item.id) == half]
+        halves[half] = _import_items(
+            mine, out / half, f"asterisk {half}", max_seconds=max_seconds, skip_bad=True, progress=progress
+        )
+    return halves
+
+
 def _natural(text: str) -> str:
     """LibriSpeech-style ALL CAPS becomes sentence case, the form a chat model should answer in."""
     return text.lower().capitalize() if text.isupper() else text
@@ -182,15 +259,41 @@ def import_corpus(
     """
     readers = {"librispeech": librispeech_items, "csv": csv_items, "hf-disk": hf_disk_items}
     if source not in readers:
-        raise ValueError(f"unknown source kind '{source}'; use one of {', '.join(SOURCES)}")
+        raise ValueError(
+            f"unknown source kind '{source}'; use one of {', '.join(readers)} (asterisk: import_asterisk)"
+        )
     src, out = Path(src), Path(out)
     if not src.exists():
         raise FileNotFoundError(f"{src}: does not exist.")
+    items = list(readers[source](src))
+    return _import_items(
+        items,
+        out,
+        f"import {source}",
+        max_seconds=max_seconds,
+        skip_bad=skip_bad,
+        reference=reference,
+        progress=progress,
+    )
+
+
+def _import_items(
+    items: list[Item],
+    out: Path,
+    desc: str,
+    *,
+    max_seconds: float = DEFAULT_MAX_SECONDS,
+    skip_bad: bool = False,
+    reference: bool = False,
+    progress: bool = True,
+) -> tuple[Path, int, int]:
+    """Decode and store `items` as asr examples in `out/manifest.jsonl`; bad ones fail it or, with
+    `skip_bad`, go to `out/rejects.jsonl`."""
     (out / "audio").mkdir(parents=True, exist_ok=True)
     examples: list[Example] = []
     problems: list[Problem] = []
     seen: set[str] = set()
-    for item in tqdm(list(readers[source](src)), desc=f"import {source}", unit="clip", disable=not progress):
+    for item in tqdm(items, desc=desc, unit="clip", disable=not progress):
         raw = f"{item.id} {item.text}".strip()
         if item.problem:
             problems.append(Problem(item.where, item.line, item.problem, raw))

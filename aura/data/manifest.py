@@ -16,6 +16,7 @@ from pathlib import Path
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from aura.data.augment import Augmentation
 from aura.features import SAMPLE_RATE, AudioError, load_audio
 
 AUDIO_PLACEHOLDER = "<audio>"
@@ -36,7 +37,13 @@ class Example(BaseModel):
     response: str = Field(min_length=1, description="target text")
     transcript: str | None = Field(default=None, description="normalised gold words of the clip")
     duration: float = Field(gt=0, description="clip length in seconds")
-    voice: str | None = Field(default=None, description="espeak voice+variant of a synthetic clip")
+    engine: str | None = Field(
+        default=None, description="synthesis engine of a synthetic clip (espeak, piper, ...)"
+    )
+    voice: str | None = Field(default=None, description="the engine's voice (espeak: voice+variant)")
+    augment: Augmentation | None = Field(
+        default=None, description="speaker and channel augmentation applied to the clip (aura.data.augment)"
+    )
     entity: str | None = Field(default=None, description="what the split was decided on (country, sentence)")
     distractors: list[str] | None = Field(
         default=None, description="wrong answers the prompt also offers; a correct answer names none of them"

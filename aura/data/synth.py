@@ -1,9 +1,15 @@
-"""`aura data synth`: speak planned examples with espeak-ng, in parallel, into a manifest folder.
+"""`aura data synth`: speak planned examples with one or several engines, augment them, in parallel.
 
-Voices, variants, rate, pitch and loudness vary per clip; evaluation splits use voice variants that
-training never hears (`voice_set="heldout"`, the default for dev/test), so a score measures hearing,
-not memorised voices. All randomness is drawn up front from the seed, so output is reproducible
-whatever the number of worker processes.
+Each clip draws its engine (uniformly among the requested ones), the engine's voice and settings,
+loudness and lead-in silence, and, when augmenting, its speaker and channel augmentation
+(`aura.data.augment`). Evaluation splits use voices training never hears (`voice_set="heldout"`, the
+default for dev/test): held-out espeak variants, a held-out flite speaker, and the flite voice of a
+speaker training hears only through festival; an engine without a held-out voice is left out of
+dev/test. All randomness is drawn up front from the seed, so the output does not depend on the number
+of worker processes.
+
+Augmented sets render in two passes: first every clip's clean speech, then each clip's augmentation,
+because babble noise is made of other clips of the set.
 """
 
 from __future__ import annotations
@@ -12,8 +18,7 @@ import multiprocessing
 import os
 import random
 import shutil
-import subprocess
-from collections.abc import Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -21,44 +26,59 @@ import numpy as np
 import soundfile as sf
 from tqdm import tqdm
 
+from aura.data import augment as augmentation
+from aura.data.augment import Augmentation, add_noise
+from aura.data.engines import ENGINES, SynthError, get_engine, resolve_voice_set
 from aura.data.manifest import DEFAULT_MAX_SECONDS, Example, write_manifest
 from aura.data.tasks import plan_examples
-from aura.features import SAMPLE_RATE, AudioError, load_audio
+from aura.features import SAMPLE_RATE
 
-# "en" is espeak's British English; spelled "en-gb", espeak silently ignores a `+variant` suffix.
-BASE_VOICES = {
-    "train": ("en-us", "en", "en-gb-x-rp", "en-gb-scotland", "en-029", "en-us-nyc", "en-gb-x-gbclan"),
-    "heldout": ("en", "en-gb-x-rp", "en-us"),
-}
-# Variants are disjoint between the sets: held-out clips come from voices never used in training.
-# Held-out variants are male ones that whisper-base transcribes well (measured greedy WER on 16 clips:
-# en+m5 22 %, en-gb-x-rp+m6 22 %, en+m6 25 %; the female en+f4 47 %, en+f5 37 %), so a test score
-# measures the model, not espeak's hardest voices; training also gets the hard ones.
-VARIANTS = {
-    "train": ("", "m1", "m2", "m3", "m4", "m7", "m8", "f1", "f2", "f3", "f4", "f5"),
-    "heldout": ("m5", "m6"),
-}
-_ALIASES = {"en-gb": "en"}
-VOICE_SETS = ("auto", "train", "heldout")
-RATE_WPM = (135, 175)
-PITCH = (35, 65)
+DEFAULT_ENGINES = ("espeak",)
 PEAK = (0.3, 0.9)
 # Silence added before and after the speech, in seconds: espeak starts speaking at the first sample,
 # and Whisper tends to drop a first word that has no lead-in.
 PAD_SECONDS = (0.15, 0.5)
+CLEAN_DIR = ".clean"  # first-pass clips of an augmented set; removed when the set is done
+
+__all__ = ["SynthError", "add_noise", "synthesize", "voices_for", "voice_pools"]
 
 
-class SynthError(OSError):
-    """espeak-ng is missing or refused a voice or text."""
+def voices_for(voice_set: str, split: str, engine: str = "espeak") -> list[str]:
+    """All voices of `engine` in a voice set; `auto` means train voices for train, held-out otherwise."""
+    return get_engine(engine).voices_for(voice_set, split)
 
 
-def voices_for(voice_set: str, split: str) -> list[str]:
-    """All `voice+variant` specs of a voice set; `auto` means train voices for train, held-out otherwise."""
-    if voice_set not in VOICE_SETS:
-        raise ValueError(f"unknown voice set '{voice_set}'; use one of {', '.join(VOICE_SETS)}")
-    if voice_set == "auto":
-        voice_set = "train" if split == "train" else "heldout"
-    return [f"{v}+{var}" if var else v for v in BASE_VOICES[voice_set] for var in VARIANTS[voice_set]]
+def voice_pools(
+    engines: Sequence[str], split: str, voice_set: str = "auto", voices: Sequence[str] | None = None
+) -> dict[str, list[str]]:
+    """The voices each engine may use: `voices` (`ENGINE:VOICE`, or a bare espeak voice) or the voice set.
+
+    An engine with no voice in the set (piper and festival have no held-out voice) is left out.
+    """
+    resolve_voice_set(voice_set, split)
+    unknown = [e for e in engines if e not in ENGINES]
+    if unknown or not engines:
+        raise ValueError(
+            f"unknown synthesis engine(s) {', '.join(unknown) or '(none)'}; use any of {', '.join(ENGINES)}"
+        )
+    chosen: dict[str, list[str]] = {}
+    for spec in voices or ():
+        engine, _, voice = spec.rpartition(":") if ":" in spec else ("espeak", "", spec)
+        if engine not in engines:
+            raise ValueError(
+                f"voice '{spec}' is for engine '{engine}', which is not in --engines {','.join(engines)}"
+            )
+        chosen.setdefault(engine, []).append(voice)
+    pools = {e: chosen[e] for e in engines if e in chosen} if chosen else {}
+    if not chosen:
+        pools = {e: get_engine(e).voices_for(voice_set, split) for e in engines}
+        pools = {e: v for e, v in pools.items() if v}
+    if not pools:
+        raise SynthError(
+            f"none of the engines {', '.join(engines)} has a voice in the '{resolve_voice_set(voice_set, split)}' "
+            "voice set; add espeak or flite (they have held-out voices), or pass --voice-set train."
+        )
+    return pools
 
 
 @dataclass(frozen=True)
@@ -66,56 +86,28 @@ class Job:
     """One clip to render (picklable for the worker pool)."""
 
     text: str
+    engine: str
     voice: str
-    rate: int
-    pitch: int
+    settings: tuple[tuple[str, float | int], ...]  # the engine's own per-clip settings
     peak: float
     pad: tuple[float, float]
     snr_db: float | None
     noise_seed: int
     path: str
+    augment: Augmentation | None = None
+    clean: str = ""  # where the first pass writes the un-augmented clip (augmented sets only)
+    babble: tuple[str, ...] = ()  # clean clips the babble noise is made of
 
 
-def _espeak() -> str:
-    exe = shutil.which("espeak-ng")
-    if not exe:
-        raise SynthError("espeak-ng is not installed. Install it with `apt-get install espeak-ng`.")
-    return exe
-
-
-def _speak(text: str, voice: str, rate: int, pitch: int) -> np.ndarray:
-    base, plus, variant = voice.partition("+")
-    spec = f"{_ALIASES.get(base, base)}{plus}{variant}"
-    # Text goes in on stdin so nothing in it can be read as a command-line option.
-    result = subprocess.run(
-        [_espeak(), "-v", spec, "-s", str(rate), "-p", str(pitch), "--stdout"],
-        input=text.encode(),
-        capture_output=True,
-        check=False,
-    )
-    if result.returncode != 0 or not result.stdout:
-        raise SynthError(
-            f"espeak-ng failed for voice '{voice}': {result.stderr.decode(errors='replace').strip()}"
-        )
-    try:
-        return load_audio(result.stdout, name=f"espeak-ng output ({voice})")  # 22.05 kHz -> 16 kHz
-    except AudioError as err:
-        raise SynthError(str(err)) from err
-
-
-def add_noise(wave: np.ndarray, snr_db: float, rng: np.random.Generator) -> np.ndarray:
-    """White noise at `snr_db` relative to the clip's speech power (silence excluded from the power)."""
-    voiced = wave[np.abs(wave) > 0.02 * np.abs(wave).max()]
-    power = float(np.mean((voiced if voiced.size else wave) ** 2))
-    noise = rng.standard_normal(wave.size).astype(np.float32) * np.sqrt(power / 10 ** (snr_db / 10))
-    return wave + noise
-
-
-def render(job: Job) -> float:
-    """Speak one clip, set its loudness, add noise, write a 16-kHz mono PCM wav; return seconds."""
-    wave = _speak(job.text, job.voice, job.rate, job.pitch)
+def _speak(job: Job) -> np.ndarray:
+    """The engine's speech at the clip's loudness, with its lead-in and trailing silence."""
+    wave = get_engine(job.engine).speak(job.text, job.voice, dict(job.settings))
     wave = wave * (job.peak / max(float(np.abs(wave).max()), 1e-6))
-    wave = np.pad(wave, [round(job.pad[0] * SAMPLE_RATE), round(job.pad[1] * SAMPLE_RATE)])
+    return np.pad(wave, [round(job.pad[0] * SAMPLE_RATE), round(job.pad[1] * SAMPLE_RATE)])
+
+
+def _finish(job: Job, wave: np.ndarray) -> float:
+    """Add the fixed-SNR white noise if asked, write a 16-kHz mono PCM wav; return its seconds."""
     if job.snr_db is not None:
         wave = add_noise(wave, job.snr_db, np.random.default_rng(job.noise_seed))
         wave = wave * min(1.0, 0.99 / float(np.abs(wave).max()))
@@ -123,29 +115,31 @@ def render(job: Job) -> float:
     return wave.size / SAMPLE_RATE
 
 
-def _espeak_list(kind: str) -> set[str]:
-    """Names espeak-ng accepts for `--voices=<kind>`: language codes, voice names and file names."""
-    listing = subprocess.run(
-        [_espeak(), f"--voices={kind}"], capture_output=True, text=True, check=False
-    ).stdout
-    names: set[str] = set()
-    for row in listing.splitlines()[1:]:
-        cols = row.split()
-        if len(cols) >= 5:
-            names.update({cols[1], cols[3], cols[4], cols[4].rsplit("/", 1)[-1]})
-    return names
+def render(job: Job) -> float:
+    """First pass: speak one clip; an un-augmented clip is then finished, an augmented one kept clean."""
+    wave = _speak(job)
+    if job.augment is None:
+        return _finish(job, wave)
+    sf.write(job.clean, wave, SAMPLE_RATE, subtype="PCM_16")
+    return wave.size / SAMPLE_RATE
 
 
-def check_voices(voices: Sequence[str]) -> None:
-    """Fail fast, naming the voice: espeak-ng itself silently falls back to a default for unknown names."""
-    bases, variants = _espeak_list("en"), _espeak_list("variant")
-    for voice in voices:
-        base, _, variant = voice.partition("+")
-        if base not in bases or (variant and variant not in variants):
-            raise SynthError(
-                f"espeak-ng has no voice '{voice}'. Use an English voice (e.g. en-us, en-gb, en-gb-x-rp) "
-                "optionally with a variant (+m1..m8, +f1..f5); `espeak-ng --voices=en` lists them."
-            )
+def render_augmented(job: Job) -> float:
+    """Second pass: augment a clean clip (babble from other clean clips) and finish it."""
+    if job.augment is None:
+        raise ValueError(f"{job.path}: no augmentation to apply")
+    clean, _ = sf.read(job.clean, dtype="float32")
+    babble = [sf.read(path, dtype="float32")[0] for path in job.babble]
+    return _finish(job, augmentation.apply(clean, job.augment, babble))
+
+
+def _parallel(
+    fn: Callable[[Job], float], jobs: list[Job], pool: multiprocessing.pool.Pool | None, bar: tqdm
+) -> Iterator[float]:
+    results = map(fn, jobs) if pool is None else pool.imap(fn, jobs, chunksize=4)
+    for seconds in results:
+        bar.update()
+        yield seconds
 
 
 def synthesize(
@@ -161,43 +155,69 @@ def synthesize(
     workers: int | None = None,
     progress: bool = True,
     min_word_count: int | None = None,
+    engines: Sequence[str] = DEFAULT_ENGINES,
+    augment: bool | None = None,
 ) -> Path:
-    """Write `out/manifest.jsonl` and `out/audio/*.wav` with `n` examples of `task`; return the manifest path."""
+    """Write `out/manifest.jsonl` and `out/audio/*.wav` with `n` examples of `task`; return the manifest path.
+
+    `augment=None` augments unless the only engine is espeak, so plain espeak sets stay as they were.
+    """
+    engines = list(dict.fromkeys(engines))
+    pools = voice_pools(engines, split, voice_set, voices)
+    for name, pool_voices in pools.items():
+        get_engine(name).check(pool_voices)
+    if augment is None:
+        augment = engines != ["espeak"]
     plans = plan_examples(task, n, split, seed, min_word_count)
-    pool_voices = list(voices) if voices else voices_for(voice_set, split)
-    check_voices(pool_voices)
     rng = random.Random(f"voices/{task}/{split}/{seed}")
     out = Path(out)
     (out / "audio").mkdir(parents=True, exist_ok=True)
     ids = [f"{task}-{split}-s{seed}-{i:06d}" for i in range(n)]
-    jobs = [
-        Job(
-            text=plan.text,
-            voice=rng.choice(pool_voices),
-            rate=rng.randint(*RATE_WPM),
-            pitch=rng.randint(*PITCH),
-            peak=round(rng.uniform(*PEAK), 3),
-            pad=(round(rng.uniform(*PAD_SECONDS), 3), round(rng.uniform(*PAD_SECONDS), 3)),
-            snr_db=noise_snr,
-            noise_seed=rng.getrandbits(32),
-            path=str(out / "audio" / f"{clip_id}.wav"),
+    clean_dir = out / CLEAN_DIR
+    names = list(pools)
+    jobs = []
+    for i, (plan, clip_id) in enumerate(zip(plans, ids, strict=True)):
+        engine = rng.choice(names) if len(names) > 1 else names[0]  # one engine: espeak's old draws
+        voice, settings = get_engine(engine).draw(rng, pools[engine])
+        peak = round(rng.uniform(*PEAK), 3)
+        pad = (round(rng.uniform(*PAD_SECONDS), 3), round(rng.uniform(*PAD_SECONDS), 3))
+        noise_seed = rng.getrandbits(32)
+        aug = None
+        if augment:
+            aug_rng = random.Random(f"augment/{task}/{split}/{seed}/{i}")
+            aug = augmentation.draw_augmentation(aug_rng, ids, own=clip_id)
+        jobs.append(
+            Job(
+                text=plan.text,
+                engine=engine,
+                voice=voice,
+                settings=tuple(settings.items()),
+                peak=peak,
+                pad=pad,
+                snr_db=noise_snr,
+                noise_seed=noise_seed,
+                path=str(out / "audio" / f"{clip_id}.wav"),
+                augment=aug,
+                clean=str(clean_dir / f"{clip_id}.wav") if aug else "",
+                babble=tuple(str(clean_dir / f"{b}.wav") for b in (aug.babble or ())) if aug else (),
+            )
         )
-        for plan, clip_id in zip(plans, ids, strict=True)
-    ]
+    if augment:
+        clean_dir.mkdir(exist_ok=True)
     workers = max(1, min(workers or os.cpu_count() or 1, n))
-    bar = tqdm(total=n, desc=f"synth {task}/{split}", unit="clip", disable=not progress)
-    if workers == 1:
-        durations = []
-        for job in jobs:
-            durations.append(render(job))
-            bar.update()
-    else:
-        with multiprocessing.get_context("fork").Pool(workers) as pool:
-            durations = []
-            for seconds in pool.imap(render, jobs, chunksize=4):
-                durations.append(seconds)
-                bar.update()
-    bar.close()
+    desc = f"synth {task}/{split}"
+    pool = multiprocessing.get_context("fork").Pool(workers) if workers > 1 else None
+    try:
+        with tqdm(total=n, desc=desc, unit="clip", disable=not progress) as bar:
+            durations = list(_parallel(render, jobs, pool, bar))
+        if augment:
+            with tqdm(total=n, desc=f"{desc} augment", unit="clip", disable=not progress) as bar:
+                durations = list(_parallel(render_augmented, jobs, pool, bar))
+    finally:
+        if pool is not None:
+            pool.close()
+            pool.join()
+        shutil.rmtree(clean_dir, ignore_errors=True)
     examples = []
     for clip_id, plan, job, seconds in zip(ids, plans, jobs, durations, strict=True):
         if seconds > DEFAULT_MAX_SECONDS:
@@ -213,7 +233,9 @@ def synthesize(
                 response=plan.response,
                 transcript=plan.transcript,
                 duration=round(seconds, 3),
+                engine=job.engine,
                 voice=job.voice,
+                augment=job.augment,
                 entity=plan.entity,
                 distractors=list(plan.distractors) if plan.task in ("context-qa", "who-did") else None,
             )
