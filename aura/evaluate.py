@@ -14,6 +14,9 @@ the harness:
 - `text`: the base LLM given the gold transcript: the ceiling for the LLM's answers.
 - `whisper`: the teacher alone, greedy, on the `asr` examples: the transcription WER AuRA is held to.
 
+The cascades and `text` answer the QA tasks only: asked to "transcribe" a transcript, a chat LLM copies or
+paraphrases it, which is no measure of hearing; on `asr` the teacher's own WER (`whisper`) is the cascade's.
+
 Latency is measured in the caller's thread from the moment the clip (or, for `text`, the transcript) is
 in memory: time to first generated text, total time, real-time factor, and throughput at batch 1 and 8.
 """
@@ -109,6 +112,10 @@ class System(ABC):
 
     name: str
     tasks: tuple[str, ...] | None = None  # the tasks it can answer (None = all)
+    skips: tuple[str, ...] = ()  # tasks it is not evaluated on
+
+    def handles(self, task: str) -> bool:
+        return (self.tasks is None or task in self.tasks) and task not in self.skips
 
     @abstractmethod
     def answer(self, items: Sequence[EvalItem]) -> list[str]:
@@ -180,9 +187,10 @@ class ChatLLM:
 
 
 class TextSystem(System):
-    """The ceiling: the base LLM reads the gold transcript where the audio was."""
+    """The ceiling: the base LLM reads the gold transcript where the audio was (QA tasks only)."""
 
     name = "text"
+    skips = (ASR_TASK,)
 
     def __init__(self, llm: ChatLLM):
         self.llm = llm
@@ -201,7 +209,10 @@ class TextSystem(System):
 
 
 class CascadeSystem(System):
-    """Whisper transcribes, then the base LLM answers from its transcript: the classic pipeline."""
+    """Whisper transcribes, then the base LLM answers from its transcript: the classic pipeline (QA tasks
+    only: its transcription is the `whisper` system's)."""
+
+    skips = (ASR_TASK,)
 
     def __init__(self, teacher: Any, llm: ChatLLM, beam_size: int = 1, name: str = "cascade"):
         self.teacher, self.llm, self.beam_size, self.name = teacher, llm, beam_size, name
@@ -721,7 +732,7 @@ def run_eval(
     reports = []
     for name in names:
         system = factory.build(name)
-        mine = [item for item in items if system.tasks is None or item.task in system.tasks]
+        mine = [item for item in items if system.handles(item.task)]
         if mine:
             reports.append(evaluate_system(system, mine, throughput_items, progress))
         factory.release(name)

@@ -22,7 +22,7 @@ import numpy as np
 import torch
 from transformers import AutoTokenizer, PreTrainedTokenizerBase
 
-from aura.evaluate import EvalError, EvalItem, System, chat_prompt_ids
+from aura.evaluate import ASR_TASK, EvalError, EvalItem, System, chat_prompt_ids
 from aura.infer import GenerationRequest, _Row, stop_token_ids
 from aura.registry import MODELS, native_files, resolve_model
 
@@ -122,6 +122,7 @@ class FastCascadeSystem(System):
     """faster-whisper transcribes, llama.cpp answers from the transcript placed where the audio was."""
 
     name = "cascade-fast"
+    skips = (ASR_TASK,)  # not an ASR system: its transcription is faster-whisper's
 
     def __init__(self, whisper: FastWhisper, llm: LlamaCppChat) -> None:
         self.whisper, self.llm = whisper, llm

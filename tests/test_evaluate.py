@@ -28,7 +28,6 @@ from aura.evaluate import (
     write_report,
 )
 from aura.features import SAMPLE_RATE
-from aura.metrics import clip_wer
 
 
 @pytest.fixture(scope="module")
@@ -121,11 +120,11 @@ def test_parse_systems_rejects_unknown_and_repeated() -> None:
 
 
 def test_eval_all_systems_on_tiny_models(runs: TinyRuns, tmp_path: Path) -> None:
-    # the second example has no gold transcript: the `text` system fails on it, records it and goes on
-    # the third is a QA example: `whisper` (transcription only) skips it, every other system answers it
-    examples = read_manifest(runs.manifest)[:3]
-    examples[1] = examples[1].model_copy(update={"transcript": None})
+    # two asr examples, then two QA ones; the last has no gold transcript: the `text` system fails on it,
+    # records it and goes on. `whisper` answers only the asr examples, the cascades and `text` only the QA
+    examples = read_manifest(runs.manifest)[:4]
     examples[2] = examples[2].model_copy(update={"task": "spoken-qa"})
+    examples[3] = examples[3].model_copy(update={"task": "spoken-qa", "transcript": None})
     manifest = write_manifest(examples, runs.manifest.parent / "eval.jsonl")
     out = tmp_path / "eval"
     report = run_eval(
@@ -140,21 +139,30 @@ def test_eval_all_systems_on_tiny_models(runs: TinyRuns, tmp_path: Path) -> None
         progress=False,
     )
     saved = json.loads((out / "report.json").read_text())
-    assert saved["n"] == 3 and saved["data"] == str(manifest)
+    assert saved["n"] == 4 and saved["data"] == str(manifest)
     assert set(saved["systems"]) == {"aura", "bridge", "cascade", "cascade-beam", "text", "whisper"}
-    assert set(saved["systems"]["whisper"]["metrics"]) == {"asr"}
+    tasks = {name: set(system["metrics"]) for name, system in saved["systems"].items()}
+    assert tasks == {
+        "aura": {"asr", "spoken-qa"},
+        "bridge": {"asr", "spoken-qa"},
+        "whisper": {"asr"},
+        "cascade": {"spoken-qa"},
+        "cascade-beam": {"spoken-qa"},
+        "text": {"spoken-qa"},
+    }
     assert saved["systems"]["whisper"]["metrics"]["asr"]["n"] == 2
-    assert saved["systems"]["aura"]["metrics"]["spoken-qa"]["n"] == 1
+    assert saved["systems"]["aura"]["metrics"]["spoken-qa"]["n"] == 2
     for name, system in saved["systems"].items():
         latency = system["latency"]
         assert 0 < latency["ttft_ms_median"] <= latency["total_ms_median"] + 1e-6, name
         assert latency["rtf"] > 0 and latency["throughput_b8"]["examples_per_s"] > 0, name
-        assert system["metrics"]["asr"]["cer"] >= 0.0 and math.isfinite(system["metrics"]["asr"]["wer"])
+        if "asr" in system["metrics"]:
+            assert system["metrics"]["asr"]["cer"] >= 0.0 and math.isfinite(system["metrics"]["asr"]["wer"])
     assert saved["systems"]["text"]["failed"] == 1
     assert "no transcript" in saved["systems"]["text"]["failures"][0]["error"]
     assert all(saved["systems"][n]["failed"] == 0 for n in ("aura", "bridge", "cascade", "cascade-beam"))
     predictions = [json.loads(line) for line in (out / "predictions.jsonl").read_text().splitlines()]
-    assert len(predictions) == 5 * 3 + 2
+    assert len(predictions) == 2 * 4 + 3 * 2 + 2
     table = (out / "report.md").read_text()
     assert table.count("| system |") == 1 and all(f"| {n} |" in table for n in saved["systems"])
     for png in ("accuracy_vs_ttft.png", "latency.png"):
@@ -206,7 +214,6 @@ def test_cascade_and_text_on_real_models(tmp_path: Path) -> None:
         synthesize(task, 2, tmp_path / task, split="test", seed=3, workers=1, progress=False)
         for task in ("asr", "context-qa")
     ]
-    rows = [ex for path in manifests for ex in read_manifest(path)]
     out = tmp_path / "out"
     systems = "cascade,cascade-fast,text"
     report = run_eval(manifests, systems, out, throughput_items=1, max_new_tokens=20, progress=False)
@@ -214,19 +221,12 @@ def test_cascade_and_text_on_real_models(tmp_path: Path) -> None:
     for name in systems.split(","):
         system = report["systems"][name]
         assert system["failed"] == 0
-        assert set(system["metrics"]) == {"asr", "context-qa"}
+        # not ASR systems: asked to transcribe, a chat LLM copies or paraphrases; they answer the QA only
+        assert set(system["metrics"]) == {"context-qa"}
         assert 0 < system["latency"]["ttft_ms_median"] <= system["latency"]["total_ms_median"]
     answers = [json.loads(line) for line in (out / "predictions.jsonl").read_text().splitlines()]
-    answers = [a for a in answers if a["task"] == "asr"]
-    references = {ex.id: ex.response for ex in rows}
-
-    def best_asr_wer(system: str) -> float:
-        return min(clip_wer(references[a["id"]], a["prediction"]) for a in answers if a["system"] == system)
-
-    # the 135M LLM does not always comply with "transcribe", but where it does, the words come through:
-    # Whisper's transcript in the cascade, the gold transcript (repeated verbatim) for the text ceiling
-    assert best_asr_wer("cascade") < 0.5 and best_asr_wer("cascade-fast") < 0.5
-    assert best_asr_wer("text") < 0.2
+    assert {a["task"] for a in answers} == {"context-qa"}
+    assert all(a["prediction"] for a in answers)
     assert (out / "accuracy_vs_ttft.png").is_file() and (out / "latency.png").is_file()
 
 
