@@ -1,9 +1,11 @@
 """Each synthesis engine: CPU-seconds per clip, and how well Whisper tiny.en and base hear its clips.
 
-Per engine, 100 `asr` clips of the test sentences with the engine's training voices, clean and
-augmented. CPU time is the marginal cost per clip (100 clips minus 5 clips, in fresh processes with
-one worker and one thread, children included), so loading a voice or starting Python is not counted.
-Also Whisper tiny.en on the Asterisk prompts (real recorded speech), the number to set beside these.
+CPU time is the marginal cost per clip: `aura data synth` of 25 clips minus 5 clips, in fresh processes
+with one worker and one thread, children included, so loading a voice or starting Python is not counted.
+WER: 100 clean `asr` clips per engine (test sentences, the engine's training voices), greedy Whisper
+tiny.en and base; and Whisper tiny.en on the Asterisk prompts (real recorded speech) beside them.
+Results are written after every stage. `python -m benchmarks.synth_engines [WORK_DIR]` keeps the clips
+in WORK_DIR and reuses the ones already there.
 """
 
 from __future__ import annotations
@@ -22,11 +24,11 @@ from aura.features import load_audio
 from aura.metrics import error_rates
 from benchmarks.common import write_result
 
-N, FEW = 100, 5
+N_CPU, FEW, N_WER = 25, 5, 100
 TEACHERS = ("whisper-tiny.en", "whisper-base")
 
 
-def _synth_cpu(out: Path, engine: str, n: int, augment: bool) -> float:
+def _synth(out: Path, engine: str, n: int, augment: bool = False) -> float:
     """CPU-seconds (user + system, children included) of one `aura data synth` process."""
     before = resource.getrusage(resource.RUSAGE_CHILDREN)
     flags = ["--augment" if augment else "--no-augment", "--voice-set", "train", "--workers", "1"]
@@ -47,42 +49,39 @@ def _wer(teacher, manifest: Path) -> float:  # noqa: ANN001 - aura.teacher.Teach
     return round(error_rates([ex.transcript or "" for ex in examples], heard).wer, 4)
 
 
-def run() -> dict:
+def run(work: Path | None = None) -> dict:
     from aura.teacher import load_teacher
 
-    rows: dict[str, dict] = {}
     with tempfile.TemporaryDirectory(prefix="aura-bench-synth-") as tmp:
-        root = Path(tmp)
+        root = Path(work or tmp)
+        rows: dict[str, dict] = {name: {"voices": list(e.voices["train"])} for name, e in ENGINES.items()}
+        result = {"cpu_clips": [FEW, N_CPU], "wer_clips_per_engine": N_WER, "engines": rows, "asterisk": {}}
         for name in ENGINES:
-            clean = _synth_cpu(root / name / "clean", name, N, augment=False)
-            few = _synth_cpu(root / name / "few", name, FEW, augment=False)
-            augmented = _synth_cpu(root / name / "augmented", name, N, augment=True)
-            seconds = sum(ex.duration for ex in read_manifest(root / name / "clean" / "manifest.jsonl"))
-            rows[name] = {
-                "cpu_s_per_clip": round((clean - few) / (N - FEW), 4),
-                "augment_cpu_s_per_clip": round((augmented - clean) / N, 4),
-                "audio_s_per_clip": round(seconds / N, 3),
-                "voices": list(ENGINES[name].voices["train"]),
-            }
+            many = _synth(root / "cpu" / name / "many", name, N_CPU)
+            few = _synth(root / "cpu" / name / "few", name, FEW)
+            rows[name]["cpu_s_per_clip"] = round((many - few) / (N_CPU - FEW), 4)
+            aug = _synth(root / "cpu" / name / "augmented", name, N_CPU, augment=True)
+            rows[name]["augment_cpu_s_per_clip"] = round((aug - many) / N_CPU, 4)
+            seconds = sum(
+                ex.duration for ex in read_manifest(root / "cpu" / name / "many" / "manifest.jsonl")
+            )
+            rows[name]["audio_s_per_clip"] = round(seconds / N_CPU, 3)
+        write_result("synth_engines", result)
+        for name in ENGINES:
+            if not (root / name / "manifest.jsonl").is_file():
+                _synth(root / name, name, N_WER)
         for teacher_name in TEACHERS:
             teacher = load_teacher(teacher_name)
             for name in ENGINES:
-                rows[name][f"wer_{teacher_name}"] = _wer(teacher, root / name / "clean" / "manifest.jsonl")
-                if teacher_name == TEACHERS[0]:
-                    rows[name][f"wer_{teacher_name}_augmented"] = _wer(
-                        teacher, root / name / "augmented" / "manifest.jsonl"
-                    )
-            print(teacher_name, {k: v.get(f"wer_{teacher_name}") for k, v in rows.items()})
-        real = {}
-        if ASTERISK_AUDIO.is_dir():
-            halves = import_asterisk(root / "asterisk", progress=False)
-            teacher = load_teacher(TEACHERS[0])
-            for half, (path, count, _) in halves.items():
-                real[half] = {"clips": count, f"wer_{TEACHERS[0]}": _wer(teacher, path)}
-    result = {"clips_per_engine": N, "engines": rows, "asterisk": real}
-    write_result("synth_engines", result)
+                rows[name][f"wer_{teacher_name}"] = _wer(teacher, root / name / "manifest.jsonl")
+            write_result("synth_engines", result)
+            if teacher_name == TEACHERS[0] and ASTERISK_AUDIO.is_dir():
+                halves = import_asterisk(root / "asterisk", progress=False)
+                for half, (path, count, _) in halves.items():
+                    result["asterisk"][half] = {"clips": count, f"wer_{teacher_name}": _wer(teacher, path)}
+                write_result("synth_engines", result)
     return result
 
 
 if __name__ == "__main__":
-    run()
+    run(Path(sys.argv[1]) if len(sys.argv) > 1 else None)

@@ -6,11 +6,11 @@ sentence, so each worker process keeps one `festival --pipe` running and sends i
 
 from __future__ import annotations
 
-import atexit
 import random
 import subprocess
 import tempfile
 from collections.abc import Sequence
+from multiprocessing import util
 from pathlib import Path
 
 import numpy as np
@@ -40,7 +40,9 @@ class _Session:
         )
         self.voice = ""
         self.tmp = tempfile.TemporaryDirectory(prefix="aura-festival-")
-        atexit.register(self.close)
+        # A finalizer, not atexit: worker processes of a pool skip atexit but run these, so festival
+        # is always told to quit and waited for.
+        util.Finalize(self, self.close, exitpriority=10)
 
     def run(self, command: str) -> None:
         if self.proc.poll() is not None or self.proc.stdin is None or self.proc.stdout is None:
