@@ -181,10 +181,10 @@ def test_cli_eval_writes_report_and_errors_in_one_line(
     out = tmp_path / "cli"
     argv = ["eval", "--data", str(runs.manifest), "--out", str(out), "--limit", "1", "--quiet"]
     # an extra checkpoint under its own name (how an ablation sits beside `aura` in one table)
-    systems = f"text,mine={runs.aura}"
+    systems = f"whisper,mine={runs.aura}"  # text and cascade answer QA only: this manifest is asr
     result = CliRunner().invoke(app, [*argv, "--systems", systems, "--max-new-tokens", "3"])
     assert result.exit_code == 0, result.output
-    assert "| text |" in result.stdout and "| mine |" in result.stdout
+    assert "| whisper |" in result.stdout and "| mine |" in result.stdout
     first = json.loads((out / "report.json").read_text())
     assert first["n"] == 1
     # rescoring reuses the predictions and timings: same numbers, same single answered example
