@@ -12,15 +12,15 @@ from typing import TYPE_CHECKING, Any
 __version__ = "0.1.0"
 
 _EXPORTS = {
-    "load_audio": "aura.features",
-    "log_mel": "aura.features",
-    "AudioError": "aura.features",
-    "load_teacher": "aura.teacher",
-    "Teacher": "aura.teacher",
-    "load_llm": "aura.llm",
+    "load_audio": "aura.audio.features",
+    "log_mel": "aura.audio.features",
+    "AudioError": "aura.audio.features",
+    "load_teacher": "aura.teacher.whisper",
+    "Teacher": "aura.teacher.whisper",
+    "load_llm": "aura.model.llm",
     "AuraConfig": "aura.config",
     "load_config": "aura.config",
-    "AuraModel": "aura.infer",
+    "AuraModel": "aura.infer.aura_model",
     "Example": "aura.data.manifest",
     "read_manifest": "aura.data.manifest",
 }
@@ -40,12 +40,12 @@ __all__ = [
 ]
 
 if TYPE_CHECKING:
+    from aura.audio.features import AudioError, load_audio, log_mel
     from aura.config import AuraConfig, load_config
     from aura.data.manifest import Example, read_manifest
-    from aura.features import AudioError, load_audio, log_mel
-    from aura.infer import AuraModel
-    from aura.llm import load_llm
-    from aura.teacher import Teacher, load_teacher
+    from aura.infer.aura_model import AuraModel
+    from aura.model.llm import load_llm
+    from aura.teacher.whisper import Teacher, load_teacher
 
 
 def __getattr__(name: str) -> Any:

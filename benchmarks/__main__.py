@@ -6,7 +6,7 @@ import argparse
 import importlib
 import time
 
-from aura.cli import quiet_libraries
+from aura.cli.app import quiet_libraries
 
 BENCHMARKS = (
     "train_step",

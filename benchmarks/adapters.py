@@ -17,9 +17,9 @@ import numpy as np
 import torch
 
 from aura.config import ModelConfig
-from aura.infer import AuraModel
-from aura.llm import load_llm
-from aura.student import AuraStudent
+from aura.infer.aura_model import AuraModel
+from aura.model.llm import load_llm
+from aura.model.student import AuraStudent
 from benchmarks.common import summarize, write_result
 
 DESIGNS = {
@@ -33,7 +33,7 @@ DESIGNS = {
 def _model(options: dict, merge: bool) -> tuple[AuraModel, int]:
     torch.manual_seed(0)
     llm, tokenizer = load_llm("smollm2-135m-instruct")
-    from aura.teacher import load_teacher
+    from aura.teacher.whisper import load_teacher
 
     student = AuraStudent.build(ModelConfig(**options), load_teacher("whisper-tiny.en"), llm, tokenizer)
     with torch.no_grad():

@@ -14,10 +14,10 @@ from pathlib import Path
 
 import numpy as np
 
+from aura.audio.features import load_audio
 from aura.config import load_config
 from aura.data.synth import synthesize
-from aura.features import load_audio
-from aura.train import train
+from aura.train.trainer import train
 
 WORK = Path(__file__).parent / "work"
 DEMO = Path(os.environ.get("AURA_DEMO_DIR", "aura-demo"))  # where `aura demo` left its runs

@@ -1,7 +1,7 @@
 """Time to first token and total time for a 5-s spoken question: AuRA against every baseline, one process.
 
 All systems answer the same spoken question (with a short text context, as in context-QA) through
-`aura.evaluate`'s system classes, timed from the moment the clip is in memory (the end of the audio),
+`aura.eval.evaluate`'s system classes, timed from the moment the clip is in memory (the end of the audio),
 interleaved repetition by repetition so machine load hits all alike:
 
 - `aura` (float32) and `aura-bf16` (`dtype=torch.bfloat16`), both with LoRA merged; the faster of the two
@@ -18,8 +18,8 @@ from __future__ import annotations
 
 import torch
 
-from aura.evaluate import CheckpointSystem, EvalItem, SystemFactory, timed_stream
-from aura.infer import AuraModel
+from aura.eval.evaluate import CheckpointSystem, EvalItem, SystemFactory, timed_stream
+from aura.infer.aura_model import AuraModel
 from aura.registry import DEFAULT_CHECKPOINT
 from benchmarks.checkpoints import clips, compare_main
 from benchmarks.common import summarize, write_result

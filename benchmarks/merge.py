@@ -14,8 +14,8 @@ import contextlib
 import statistics
 import time
 
-from aura.infer import AuraModel, GenerationRequest
-from aura.llm import load_llm
+from aura.infer.aura_model import AuraModel, GenerationRequest
+from aura.model.llm import load_llm
 from aura.registry import DEFAULT_CHECKPOINT
 from benchmarks.checkpoints import clips
 from benchmarks.common import summarize, write_result

@@ -16,7 +16,7 @@ import time
 import torch
 import torch.nn.functional as F
 
-from aura.infer import DTYPES, AuraModel
+from aura.infer.aura_model import DTYPES, AuraModel
 from benchmarks.checkpoints import checkpoint, clips
 from benchmarks.common import timed, write_result
 

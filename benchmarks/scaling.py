@@ -7,7 +7,7 @@ before the LLM can start.
 
 from __future__ import annotations
 
-from aura.evaluate import EvalItem, SystemFactory, timed_stream
+from aura.eval.evaluate import EvalItem, SystemFactory, timed_stream
 from benchmarks.checkpoints import checkpoint, clips, compare_main
 from benchmarks.common import summarize, write_result
 

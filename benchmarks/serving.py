@@ -29,11 +29,11 @@ import httpx
 import numpy as np
 import soundfile as sf
 
-from aura.features import SAMPLE_RATE
-from aura.infer import AuraModel
+from aura.audio.features import SAMPLE_RATE
+from aura.infer.aura_model import AuraModel
 from aura.registry import DEFAULT_CHECKPOINT
-from aura.serve import create_app
-from aura.serve_limits import Limits
+from aura.serve.app import create_app
+from aura.serve.limits import Limits
 from benchmarks.checkpoints import WORK, clips
 from benchmarks.common import write_result
 
@@ -48,8 +48,8 @@ def tiny_checkpoint(folder: Path = WORK / "tiny-random") -> Path:
     from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
 
     from aura.config import ModelConfig
+    from aura.model.student import AuraStudent
     from aura.registry import resolve_model
-    from aura.student import AuraStudent
 
     tokenizer = AutoTokenizer.from_pretrained(resolve_model("smollm2-135m-instruct"))
     config = LlamaConfig(

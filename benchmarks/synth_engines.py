@@ -17,11 +17,11 @@ import sys
 import tempfile
 from pathlib import Path
 
+from aura.audio.features import load_audio
 from aura.data.engines import ENGINES
 from aura.data.importers import ASTERISK_AUDIO, import_asterisk
 from aura.data.manifest import read_manifest
-from aura.features import load_audio
-from aura.metrics import error_rates
+from aura.eval.metrics import error_rates
 from benchmarks.common import write_result
 
 N_CPU, FEW, N_WER = 25, 5, 100
@@ -43,14 +43,14 @@ def _synth(out: Path, engine: str, n: int, augment: bool = False) -> float:
     return (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
 
 
-def _wer(teacher, manifest: Path) -> float:  # noqa: ANN001 - aura.teacher.Teacher
+def _wer(teacher, manifest: Path) -> float:  # noqa: ANN001 - aura.teacher.whisper.Teacher
     examples = read_manifest(manifest, max_seconds=float("inf"))
     heard = teacher.transcribe([load_audio(ex.audio) for ex in examples], batch_size=8)
     return round(error_rates([ex.transcript or "" for ex in examples], heard).wer, 4)
 
 
 def run(work: Path | None = None) -> dict:
-    from aura.teacher import load_teacher
+    from aura.teacher.whisper import load_teacher
 
     with tempfile.TemporaryDirectory(prefix="aura-bench-synth-") as tmp:
         root = Path(work or tmp)

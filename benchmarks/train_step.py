@@ -21,15 +21,15 @@ from pathlib import Path
 
 import torch
 
+from aura.audio.features import encoder_frames, load_audio
 from aura.config import AuraConfig
 from aura.data.manifest import read_manifest
 from aura.data.synth import synthesize
-from aura.distill import DistillHeads, TranscriptReader, layer_map
-from aura.features import encoder_frames, load_audio
-from aura.student import AuraStudent
-from aura.teacher import load_teacher
-from aura.teacher_cache import TeacherCache
-from aura.train import TrainModule
+from aura.distill.heads import DistillHeads, TranscriptReader, layer_map
+from aura.model.student import AuraStudent
+from aura.teacher.cache import TeacherCache
+from aura.teacher.whisper import load_teacher
+from aura.train.trainer import TrainModule
 from benchmarks.common import write_result
 
 

@@ -21,7 +21,7 @@ for pair in joint:JOINT_STEPS more:MORE_STEPS schedule:SCHEDULE_STEPS deep:DEEP_
     if [ -n "${!var:-}" ]; then STEPS+=("${pair%%:*}=${!var}"); fi
 done
 release() {  # part [options]: one recipe part, one tab-separated line per entry
-    .venv/bin/python -m aura.release "$1" --recipe "$RECIPE" ${OUT:+--out "$OUT"} --steps "${STEPS[@]}" "${@:2}"
+    .venv/bin/python -m aura.train.release "$1" --recipe "$RECIPE" ${OUT:+--out "$OUT"} --steps "${STEPS[@]}" "${@:2}"
 }
 OUT=${OUT:-$(release out)}
 DATA=$OUT/data

@@ -25,8 +25,8 @@ from transformers import (
     WhisperForConditionalGeneration,
 )
 
+from aura.audio.features import SAMPLE_RATE
 from aura.data.manifest import Example, write_manifest
-from aura.features import SAMPLE_RATE
 
 CHATML = (
     "{% for message in messages %}"
@@ -150,8 +150,8 @@ def build_tiny_whisper() -> WhisperForConditionalGeneration:
 
 
 def build_tiny_teacher():
-    """`aura.teacher.Teacher` around the tiny random Whisper."""
-    from aura.teacher import Teacher
+    """`aura.teacher.whisper.Teacher` around the tiny random Whisper."""
+    from aura.teacher.whisper import Teacher
 
     return Teacher(build_tiny_whisper(), name="tiny-random-whisper")
 
@@ -184,7 +184,7 @@ def tiny_whisper_model() -> WhisperForConditionalGeneration:
 @pytest.fixture(scope="session")
 def tiny_teacher(tiny_whisper_model: WhisperForConditionalGeneration):
     """Frozen; safe to share across tests."""
-    from aura.teacher import Teacher
+    from aura.teacher.whisper import Teacher
 
     return Teacher(tiny_whisper_model, name="tiny-random-whisper")
 
@@ -246,7 +246,7 @@ def tiny_run(tmp_path_factory: pytest.TempPathFactory, tiny_tokenizer: PreTraine
     LLM and a mistake in merging or adapter switching changes the answer.
     """
     from aura.config import ModelConfig
-    from aura.student import AuraStudent
+    from aura.model.student import AuraStudent
 
     root = tmp_path_factory.mktemp("aura_run")
     llm = build_tiny_llm(tiny_tokenizer, layers=3, seed=2, max_positions=2048, initializer_range=0.3)

@@ -15,12 +15,12 @@ import yaml
 from conftest import aura_serve
 from typer.testing import CliRunner
 
-from aura.cli import app
+from aura.cli.app import app
 from aura.data.manifest import read_manifest
 from aura.data.synth import synthesize
-from aura.distill import HEADS_FILE
-from aura.infer import AuraModel
-from aura.metrics import error_rates
+from aura.distill.heads import HEADS_FILE
+from aura.eval.metrics import error_rates
+from aura.infer.aura_model import AuraModel
 from aura.registry import CHECKPOINTS, DEFAULT_CHECKPOINT, resolve_checkpoint
 
 INFERENCE_FILES = {

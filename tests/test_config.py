@@ -7,7 +7,7 @@ import pytest
 import yaml
 from typer.testing import CliRunner
 
-from aura.cli import app
+from aura.cli.app import app
 from aura.config import AuraConfig, ConfigError, load_config
 
 

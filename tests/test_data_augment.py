@@ -7,6 +7,7 @@ import random
 import numpy as np
 import pytest
 
+from aura.audio.features import SAMPLE_RATE
 from aura.data.augment import (
     Augmentation,
     add_noise,
@@ -16,7 +17,6 @@ from aura.data.augment import (
     pink_noise,
 )
 from aura.data.engines import get_engine
-from aura.features import SAMPLE_RATE
 
 CLIPS = [f"clip-{i}" for i in range(20)]
 

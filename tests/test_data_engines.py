@@ -7,9 +7,9 @@ import random
 import numpy as np
 import pytest
 
+from aura.audio.features import SAMPLE_RATE
 from aura.data.engines import ENGINES, SynthError, get_engine
-from aura.features import SAMPLE_RATE
-from aura.metrics import error_rates, normalize_transcript
+from aura.eval.metrics import error_rates, normalize_transcript
 
 TEXTS = ("Please close the window before you leave.", "We will meet at the station tomorrow morning.")
 
@@ -37,7 +37,7 @@ def test_draws_are_seeded() -> None:
 @pytest.mark.real
 @pytest.mark.parametrize("name", sorted(ENGINES))
 def test_each_engine_speaks_what_whisper_hears(name: str) -> None:
-    from aura.teacher import load_teacher
+    from aura.teacher.whisper import load_teacher
 
     engine = get_engine(name)
     rng = random.Random(0)

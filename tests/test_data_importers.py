@@ -11,7 +11,8 @@ import pytest
 import soundfile as sf
 from typer.testing import CliRunner
 
-from aura.cli import app
+from aura.audio.features import SAMPLE_RATE
+from aura.cli.app import app
 from aura.data.importers import (
     ASTERISK_AUDIO,
     ASTERISK_TRANSCRIPTS,
@@ -20,7 +21,6 @@ from aura.data.importers import (
     import_corpus,
 )
 from aura.data.manifest import ManifestError, read_manifest
-from aura.features import SAMPLE_RATE
 
 
 def _tone(path: Path, seconds: float, rate: int = SAMPLE_RATE, channels: int = 1) -> Path:

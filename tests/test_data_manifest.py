@@ -10,9 +10,9 @@ import pytest
 import soundfile as sf
 from typer.testing import CliRunner
 
-from aura.cli import app
+from aura.audio.features import SAMPLE_RATE
+from aura.cli.app import app
 from aura.data.manifest import Example, ManifestError, read_manifest, scan_manifest, write_manifest
-from aura.features import SAMPLE_RATE
 
 
 def _clip(path: Path, seconds: float) -> Path:

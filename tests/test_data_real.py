@@ -6,17 +6,17 @@ from pathlib import Path
 
 import pytest
 
+from aura.audio.features import load_audio
 from aura.data.manifest import scan_manifest
 from aura.data.synth import synthesize
-from aura.features import load_audio
-from aura.metrics import error_rates
+from aura.eval.metrics import error_rates
 
 N_PER_TASK = 6
 
 
 @pytest.mark.real
 def test_whisper_base_transcribes_synthetic_test_split(tmp_path: Path) -> None:
-    from aura.teacher import load_teacher
+    from aura.teacher.whisper import load_teacher
 
     examples = []
     for task in ("asr", "spoken-qa", "context-qa"):

@@ -5,9 +5,9 @@ import aura
 
 
 def test_public_api_is_reachable_from_the_package_root() -> None:
-    from aura.features import load_audio
-    from aura.infer import AuraModel
-    from aura.teacher import load_teacher
+    from aura.audio.features import load_audio
+    from aura.infer.aura_model import AuraModel
+    from aura.teacher.whisper import load_teacher
 
     assert aura.load_audio is load_audio
     assert aura.load_teacher is load_teacher

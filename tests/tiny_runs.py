@@ -17,7 +17,7 @@ from transformers import WhisperConfig, WhisperForConditionalGeneration, Whisper
 from transformers.convert_slow_tokenizer import bytes_to_unicode
 
 from aura.config import AuraConfig
-from aura.train import train
+from aura.train.trainer import train
 
 
 @dataclass(frozen=True)

@@ -20,8 +20,8 @@ from typing import Literal
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
+from aura.audio.features import SAMPLE_RATE
 from aura.data.engines.base import SynthError, require
-from aura.features import SAMPLE_RATE
 
 # Chance of each step; a clip with none of them is clean. Ranges are where Whisper tiny.en still
 # transcribes most clips (docs/data.md has the measured WERs).

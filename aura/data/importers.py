@@ -23,6 +23,7 @@ import numpy as np
 import soundfile as sf
 from tqdm import tqdm
 
+from aura.audio.features import SAMPLE_RATE, AudioError, load_audio
 from aura.data.manifest import (
     DEFAULT_MAX_SECONDS,
     REJECTS_NAME,
@@ -33,8 +34,7 @@ from aura.data.manifest import (
     write_rejects,
 )
 from aura.data.tasks import ASR_PROMPTS
-from aura.features import SAMPLE_RATE, AudioError, load_audio
-from aura.metrics import normalize_transcript
+from aura.eval.metrics import normalize_transcript
 
 SOURCES = ("librispeech", "csv", "hf-disk", "asterisk")
 # Debian's `asterisk-core-sounds-en-wav` (audio) and `asterisk-core-sounds-en` (transcripts).

@@ -16,8 +16,8 @@ from pathlib import Path
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from aura.audio.features import SAMPLE_RATE, AudioError, load_audio
 from aura.data.augment import Augmentation
-from aura.features import SAMPLE_RATE, AudioError, load_audio
 
 AUDIO_PLACEHOLDER = "<audio>"
 DEFAULT_MAX_SECONDS = 30.0

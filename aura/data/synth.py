@@ -26,12 +26,12 @@ import numpy as np
 import soundfile as sf
 from tqdm import tqdm
 
+from aura.audio.features import SAMPLE_RATE
 from aura.data import augment as augmentation
 from aura.data.augment import Augmentation, add_noise
 from aura.data.engines import ENGINES, SynthError, get_engine, resolve_voice_set
 from aura.data.manifest import DEFAULT_MAX_SECONDS, Example, write_manifest
 from aura.data.tasks import plan_examples
-from aura.features import SAMPLE_RATE
 
 DEFAULT_ENGINES = ("espeak",)
 PEAK = (0.3, 0.9)

@@ -13,7 +13,7 @@ from aura.data.corpus import MIN_WORD_COUNT, sentences_in
 from aura.data.facts import Country, countries_in, fact_kinds, make_fact
 from aura.data.people import ACTIONS, names_in
 from aura.data.splits import check_split
-from aura.metrics import normalize_answer, normalize_transcript
+from aura.eval.metrics import normalize_answer, normalize_transcript
 
 TASKS = ("asr", "spoken-qa", "context-qa", "who-did", "instruct")
 # The instruct mixture: (sub-task, weight).

@@ -15,7 +15,7 @@ from collections.abc import Mapping, Sequence
 
 import numpy as np
 
-from aura.features import AudioError, load_audio
+from aura.audio.features import AudioError, load_audio
 
 VOICE_SETS = ("auto", "train", "heldout")
 Settings = Mapping[str, float | int | str]

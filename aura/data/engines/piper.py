@@ -14,8 +14,8 @@ from collections.abc import Sequence
 import numpy as np
 import soxr
 
+from aura.audio.features import SAMPLE_RATE
 from aura.data.engines.base import Engine, Settings, SynthError
-from aura.features import SAMPLE_RATE
 
 LENGTH_SCALE = (0.85, 1.2)
 NOISE_SCALE = (0.4, 0.85)

@@ -1,0 +1,1 @@
+"""Inference: a trained checkpoint answering spoken and written prompts (greedy decoding, KV cache)."""
