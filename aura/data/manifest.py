@@ -48,6 +48,9 @@ class Example(BaseModel):
     distractors: list[str] | None = Field(
         default=None, description="wrong answers the prompt also offers; a correct answer names none of them"
     )
+    parts: list[str] | None = Field(
+        default=None, description="ids of the clips a packed window joins, in order (aura.data.pack)"
+    )
 
 
 @dataclass(frozen=True)
