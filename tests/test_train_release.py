@@ -82,8 +82,10 @@ def test_manifests_are_joined_and_picked_in_order(tmp_path: Path) -> None:
     recipe["manifests"] = {
         "both.jsonl": {"join": ["a", "b"]},
         "picked.jsonl": {"pick": "pick.ids", "from": "both.jsonl"},
+        "packed": {"pack": "a", "min_seconds": 2.0, "max_seconds": 4.0},
+        "long.jsonl": {"join": ["packed", "b"]},
     }
-    (tmp_path / "recipe.yaml").write_text(yaml.safe_dump(recipe))
+    (tmp_path / "recipe.yaml").write_text(yaml.safe_dump(recipe, sort_keys=False))
     release = Release.load(tmp_path / "recipe.yaml", out=str(tmp_path / "out"))
     release.write_manifests()
     data = tmp_path / "out" / "data"
@@ -92,6 +94,10 @@ def test_manifests_are_joined_and_picked_in_order(tmp_path: Path) -> None:
         ex.audio for n in "ab" for ex in read_manifest(data / n / "manifest.jsonl")
     ]
     assert [ex.id for ex in read_manifest(data / "picked.jsonl")] == ["bclip2", "aclip0"]
+    packed = read_manifest(data / "packed" / "manifest.jsonl")
+    assert sorted(i for ex in packed for i in ex.parts) == ["aclip0", "aclip1", "aclip2"]
+    assert f"{data}/packed/manifest.jsonl" in release.manifest_paths()
+    assert [ex.id for ex in read_manifest(data / "long.jsonl")][-3:] == ["bclip0", "bclip1", "bclip2"]
     (tmp_path / "pick.ids").write_text("clip9\n")
     (data / "picked.jsonl").unlink()
     with pytest.raises(ReleaseError, match="picked.jsonl: 1 ids of pick.ids are not in both.jsonl"):

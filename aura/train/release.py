@@ -97,15 +97,19 @@ class Release:
         return dict(self.recipe["ship"] or {})
 
     def manifest_paths(self) -> set[str]:
-        """Every manifest the recipe produces (synthesised sets and the joined or picked ones)."""
+        """Every manifest the recipe produces (synthesised sets, packed sets, the joined or picked ones)."""
         made = {f"{self.data}/{name}/manifest.jsonl" for name in self.recipe["synth"]}
         for name, spec in (self.recipe.get("imports") or {}).items():
             made |= {f"{self.data}/{name}/{manifest}" for manifest in spec["manifests"]}
-        return made | {f"{self.data}/{name}" for name in self.recipe["manifests"]}
+        for name, spec in self.recipe["manifests"].items():
+            made.add(f"{self.data}/{name}/manifest.jsonl" if "pack" in spec else f"{self.data}/{name}")
+        return made
 
     def write_manifests(self) -> None:
-        """Join and pick the recipe's combined manifests from the synthesised sets (kept when present)."""
+        """Pack, join and pick the recipe's combined manifests from the synthesised sets (kept when
+        present), in the recipe's order, so a join may use a packed set."""
         from aura.data.manifest import read_manifest, write_manifest
+        from aura.data.pack import pack_manifest
 
         def source(name: str) -> Path:
             folder = Path(self.data) / name
@@ -113,6 +117,11 @@ class Release:
 
         for name, spec in self.recipe["manifests"].items():
             target = Path(self.data) / name
+            if "pack" in spec:
+                if not (target / "manifest.jsonl").is_file():
+                    lengths = {k: float(spec[k]) for k in ("min_seconds", "max_seconds") if k in spec}
+                    pack_manifest(source(spec["pack"]), target, seed=int(spec.get("seed", 0)), **lengths)
+                continue
             if target.is_file():
                 continue
             if "join" in spec:
