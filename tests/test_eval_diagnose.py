@@ -17,7 +17,9 @@ from typer.testing import CliRunner
 
 from aura.cli.app import app
 from aura.distill.heads import DistillHeads, linear_cka
-from aura.eval.diagnose import Clip, attention_to_audio, diagnose, layer_alignment, listening, run_folders
+from aura.distill.listening import listening
+from aura.eval.diagnose import Clip, attention_to_audio, diagnose, layer_alignment
+from aura.model.checkpoint import run_folders
 
 
 @pytest.fixture(scope="module")

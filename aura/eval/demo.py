@@ -198,7 +198,7 @@ def _adapt(data: DemoData, budget: DemoBudget, run_dir: Path, from_scratch: bool
     """The shipped checkpoint's own training config, on the fresh noisy clips, for a few dozen steps; the
     trainer's dev evaluation at step 0 and at the end gives the before/after numbers."""
     from aura.config import load_config
-    from aura.infer.aura_model import run_folders
+    from aura.model.checkpoint import run_folders
     from aura.train.trainer import train
 
     steps = budget.adapt_steps

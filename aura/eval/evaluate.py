@@ -35,15 +35,16 @@ from typing import Any
 
 import numpy as np
 import torch
-import yaml
 from tqdm import tqdm
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from aura.audio.features import SAMPLE_RATE, load_audio
 from aura.data.manifest import Example, read_manifest
-from aura.eval.metrics import error_rates, qa_scores
-from aura.infer.aura_model import AuraModel, Decoding, GenerationRequest, checkpoint_folder, stop_token_ids
-from aura.model.student import CONFIG_FILE, StudentBatch, span_attention_mask, with_transcript
+from aura.infer.aura_model import AuraModel, Decoding, GenerationRequest, stop_token_ids
+from aura.metrics import error_rates, qa_scores
+from aura.model.checkpoint import checkpoint_folder, read_meta
+from aura.model.prompt import with_transcript
+from aura.model.student import StudentBatch, span_attention_mask
 
 SYSTEMS = ("aura", "cascade", "cascade-beam", "cascade-fast", "bridge", "text", "whisper")
 ASR_TASK = "asr"
@@ -596,11 +597,10 @@ class SystemFactory:
     def inspect(self, name: str) -> None:
         """Read a checkpoint's config (cheap, no weights): check its architecture, adopt or check its models."""
         path = self._path(name)
-        meta = yaml.safe_load((checkpoint_folder(path) / CONFIG_FILE).read_text())["model"]
-        arch = meta.get("arch", "aura")
-        if name in ("aura", "bridge") and arch != name:
-            raise EvalError(f"{path}: a checkpoint of the `{arch}` architecture, not `{name}`.")
-        self._agree(name, meta["llm"], meta["teacher"])
+        model = read_meta(checkpoint_folder(path)).model
+        if name in ("aura", "bridge") and model.arch != name:
+            raise EvalError(f"{path}: a checkpoint of the `{model.arch}` architecture, not `{name}`.")
+        self._agree(name, model.llm, model.teacher)
 
     def checkpoint(self, name: str) -> AuraModel:
         """The checkpoint behind system `name` (`aura`, `bridge` or an extra NAME=DIR), loaded once."""

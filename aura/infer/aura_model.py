@@ -19,30 +19,19 @@ from pathlib import Path
 
 import numpy as np
 import torch
-import yaml
 from peft import PeftModel
-from safetensors.torch import load_file
 from transformers import DynamicCache, PreTrainedModel, PreTrainedTokenizerBase
 
-from aura import registry
 from aura.audio.features import WINDOW_SAMPLES, AudioSource, encoder_frames, load_audio
-from aura.config import AuraConfig, load_config
-from aura.data.tasks import ASR_PROMPTS
+from aura.compat import CACHE_KWARG
+from aura.config import AuraConfig
+from aura.model import checkpoint
 from aura.model.audio_expert import AudioExpert
 from aura.model.embedding import AudioEmbedding
-from aura.model.llm import CACHE_KWARG, load_llm
-from aura.model.student import (
-    AUDIO_PLACEHOLDER,
-    CONFIG_FILE,
-    EMBEDDING_FILE,
-    AuraStudent,
-    CheckpointError,
-    StudentBatch,
-)
+from aura.model.llm import load_llm
+from aura.model.prompt import AUDIO_PLACEHOLDER, TRANSCRIBE_PROMPT, audio_first
+from aura.model.student import AuraStudent, StudentBatch
 
-# the first of the prompts the ASR task trains on, so transcription requests look like training data
-TRANSCRIBE_PROMPT = ASR_PROMPTS[0]
-TRAIN_CONFIG = "config.yaml"  # the training config `aura train` writes into RUN_DIR
 SEED_MIN, SEED_MAX = -(2**63), 2**64 - 1  # what torch.Generator.manual_seed accepts
 
 
@@ -275,33 +264,6 @@ def stop_token_ids(llm: PreTrainedModel | None, tokenizer: PreTrainedTokenizerBa
     return ids
 
 
-def checkpoint_folder(name_or_path: str | Path) -> Path:
-    """A folder holding `aura_config.yaml`: the path itself, RUN_DIR/final, or a registered checkpoint name."""
-    path = Path(name_or_path).expanduser()
-    if path.is_dir():
-        for candidate in (path, path / "final"):
-            if (candidate / CONFIG_FILE).is_file():
-                return candidate
-        raise CheckpointError(
-            f"{path}: not an AuRA checkpoint (no {CONFIG_FILE} in it or in {path / 'final'}). "
-            "Give a RUN_DIR from `aura train`, its final/ folder, or a folder written by `aura export`."
-        )
-    if not path.is_absolute() and len(path.parts) == 1:  # a shipped checkpoint's registry name
-        return checkpoint_folder(registry.resolve_checkpoint(str(name_or_path)))
-    raise CheckpointError(
-        f"{name_or_path!r}: no such checkpoint folder. Give a RUN_DIR from `aura train`, its final/ folder, "
-        "or a folder written by `aura export`."
-    )
-
-
-def run_folders(model: str | Path) -> tuple[Path, Path]:
-    """(inference checkpoint folder, run directory) for RUN_DIR, RUN_DIR/final or a shipped name. The run
-    directory holds the training-only files (heads, config.yaml); a shipped checkpoint keeps them inside."""
-    folder = checkpoint_folder(model)
-    run_dir = folder.parent if folder.name == "final" else folder
-    return folder, run_dir
-
-
 class AuraModel:
     """A trained AuRA student ready to answer: `generate`, `stream`, batched `run_batch`, `export`.
 
@@ -345,11 +307,12 @@ class AuraModel:
         1.4x faster (`benchmarks/merge.py`), and text-only requests get the speech-tuned LLM. A merged
         `aura export` folder has no adapter left to switch off.
         """
-        folder = checkpoint_folder(name_or_path)
-        if not (folder / "adapter_config.json").is_file() and (folder / "config.json").is_file():
+        folder, run_dir = checkpoint.run_folders(name_or_path)
+        base_llm = checkpoint.base_llm_folder(folder)
+        if checkpoint.is_merged(folder):
             student = _load_merged(folder, dtype, device)
-        elif (folder / "llm").is_dir():  # `aura export` without --merge: base LLM shipped alongside
-            llm, tokenizer = load_llm(folder / "llm", dtype=dtype, device=device)
+        elif base_llm is not None:  # `aura export` without --merge: base LLM shipped alongside
+            llm, tokenizer = load_llm(base_llm, dtype=dtype, device=device)
             student = AuraStudent.from_pretrained(
                 folder, dtype=dtype, device=device, llm=llm, tokenizer=tokenizer
             )
@@ -357,10 +320,7 @@ class AuraModel:
             student = AuraStudent.from_pretrained(folder, dtype=dtype, device=device)
         if merge and student.mergeable:
             student.merge_lora()
-        run_dir = folder.parent if folder.name == "final" else folder
-        config_path = run_dir / TRAIN_CONFIG
-        train_config = load_config(config_path) if config_path.is_file() else None
-        return cls(student, name=run_dir.name, train_config=train_config)
+        return cls(student, name=run_dir.name, train_config=checkpoint.read_train_config(run_dir))
 
     # ---------------------------------------------------------------- requests
     def request(
@@ -383,9 +343,7 @@ class AuraModel:
         waves = [load_audio(clip) for clip in clips]
         if prompt is None and waves:
             prompt = TRANSCRIBE_PROMPT
-        prompt = prompt or ""
-        if waves and AUDIO_PLACEHOLDER not in prompt:
-            prompt = "\n".join([AUDIO_PLACEHOLDER] * len(waves) + [prompt]).rstrip("\n")
+        prompt = audio_first(prompt, clips=len(waves))
         system = system if system is not None else self.system_prompt
         messages = ([{"role": "system", "content": system}] if system else []) + [
             {"role": "user", "content": prompt}
@@ -560,9 +518,9 @@ class AuraModel:
             self.tokenizer.save_pretrained(out)
         else:
             self.student.save_pretrained(out)
-            self._save_base_llm(out / "llm")
+            self._save_base_llm(out / checkpoint.BASE_LLM_DIR)
         if self.train_config is not None:  # the run's settings travel with it (its system prompt above all)
-            self.train_config.save(out / TRAIN_CONFIG)
+            self.train_config.save(out / checkpoint.TRAIN_CONFIG)
         return out
 
     def _save_base_llm(self, folder: Path) -> None:
@@ -579,12 +537,11 @@ class AuraModel:
 
 def _load_merged(folder: Path, dtype: torch.dtype, device: str | torch.device) -> AuraStudent:
     """A merged export: the LLM is the folder itself and there is no adapter to apply."""
-    meta = yaml.safe_load((folder / CONFIG_FILE).read_text())
-    config = AuraConfig.from_dict({"model": meta["model"]}, source=str(folder / CONFIG_FILE)).model
+    meta = checkpoint.read_meta(folder)
     llm, tokenizer = load_llm(folder, dtype=dtype, device=device)
-    audio = AudioEmbedding(**meta["audio"])
-    audio.load_state_dict(load_file(folder / EMBEDDING_FILE))
+    audio = AudioEmbedding(**meta.audio)
+    audio.load_state_dict(checkpoint.read_audio_weights(folder))
     student = AuraStudent(
-        llm, tokenizer, audio.to(device=device, dtype=dtype), config, meta["num_blocks"], meta["n_mels"]
+        llm, tokenizer, audio.to(device=device, dtype=dtype), meta.model, meta.num_blocks, meta.n_mels
     )
     return student.eval()

@@ -34,7 +34,6 @@ API (used by the trainer and by `aura.infer.aura_model`):
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 import warnings
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
@@ -43,33 +42,17 @@ from typing import Any
 
 import numpy as np
 import torch
-import yaml
 from peft import LoraConfig, PeftModel, get_peft_model
-from safetensors.torch import load_file, save_file
 from torch import nn
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from aura.audio.features import log_mel
 from aura.config import ConfigError, ModelConfig
-from aura.data.manifest import AUDIO_PLACEHOLDER
+from aura.model import checkpoint
 from aura.model.audio_expert import AudioExpert
+from aura.model.checkpoint import CheckpointError, StudentMeta
 from aura.model.embedding import AudioEmbedding, token_embedding_rms
-
-CONFIG_FILE = "aura_config.yaml"
-EMBEDDING_FILE = "audio_embedding.safetensors"
-
-
-def with_transcript(prompt: str | None, transcript: str) -> str:
-    """`prompt` with `transcript` as text where its audio was (before the text when the prompt names no
-    place: the rule `AuraStudent.render_prompt` applies to audio)."""
-    prompt = prompt or ""
-    if AUDIO_PLACEHOLDER not in prompt:
-        return f"{transcript}\n{prompt}".rstrip("\n")
-    return prompt.replace(AUDIO_PLACEHOLDER, transcript)
-
-
-class CheckpointError(FileNotFoundError):
-    """A checkpoint folder that is missing a file or does not describe an AuRA student."""
+from aura.model.prompt import AUDIO_PLACEHOLDER, audio_first
 
 
 @dataclass
@@ -214,22 +197,14 @@ class AuraStudent(nn.Module):
         `state_dict` (the student's own names, `llm.*` and `audio.*`) gives the weights whole when the
         live ones are sharded (FSDP)."""
         path = Path(path)
-        path.mkdir(parents=True, exist_ok=True)
         if state_dict is None:
             self.llm.save_pretrained(path)
             audio = self.audio.trainable_state_dict()
         else:
             self.llm.save_pretrained(path, state_dict=submodule_state(state_dict, "llm."))
             audio = submodule_state(state_dict, "audio.")
-        tensors = {k: v.detach().contiguous().cpu() for k, v in audio.items()}
-        save_file(tensors, path / EMBEDDING_FILE)
-        meta = {
-            "model": dataclasses.asdict(self.config),
-            "num_blocks": self.num_blocks,
-            "n_mels": self.n_mels,
-            "audio": self.audio.describe(),
-        }
-        (path / CONFIG_FILE).write_text(yaml.safe_dump(meta, sort_keys=False))
+        meta = StudentMeta(self.config, self.num_blocks, self.n_mels, self.audio.describe())
+        checkpoint.write_student(path, meta, audio)
 
     @classmethod
     def from_pretrained(
@@ -243,22 +218,16 @@ class AuraStudent(nn.Module):
         """Load `final/`. The base LLM comes from `model.llm` in its config (a registry name or folder)
         unless `llm`/`tokenizer` are given; the bridge baseline also loads its Whisper encoder by name."""
         path = Path(path)
-        for name in (CONFIG_FILE, EMBEDDING_FILE, "adapter_config.json"):
-            if not (path / name).is_file():
-                raise CheckpointError(
-                    f"{path}: missing {name}; expected an AuRA checkpoint (RUN_DIR/final written by `aura train`)."
-                )
-        meta = yaml.safe_load((path / CONFIG_FILE).read_text())
-        from aura.config import AuraConfig
-
-        config = AuraConfig.from_dict({"model": meta["model"]}, source=str(path / CONFIG_FILE)).model
+        checkpoint.require_files(path)
+        meta = checkpoint.read_meta(path)
+        config = meta.model
         if llm is None or tokenizer is None:
             from aura.model.llm import load_llm
 
             llm, tokenizer = load_llm(config.llm, dtype=dtype, device=device)
         if tokenizer.pad_token is None:
             tokenizer.pad_token = tokenizer.eos_token
-        audio_meta = meta["audio"]
+        audio_meta = meta.audio
         if config.arch == "bridge":
             from aura.model.bridge import BridgeModel
             from aura.teacher.whisper import load_teacher
@@ -274,9 +243,9 @@ class AuraStudent(nn.Module):
                 config.k,
                 audio_meta["target_rms"],
             )
-        missing, _ = audio.load_state_dict(load_file(path / EMBEDDING_FILE), strict=False)
+        missing, _ = audio.load_state_dict(checkpoint.read_audio_weights(path), strict=False)
         if any(not name.startswith("encoder.") for name in missing):
-            raise CheckpointError(f"{path / EMBEDDING_FILE}: missing weights {missing}.")
+            raise CheckpointError(f"{path / checkpoint.EMBEDDING_FILE}: missing weights {missing}.")
         try:
             with _quiet_peft():
                 peft_llm = PeftModel.from_pretrained(llm, path)
@@ -290,8 +259,8 @@ class AuraStudent(nn.Module):
             tokenizer,
             audio.to(device=device, dtype=dtype),
             config,
-            meta["num_blocks"],
-            meta["n_mels"],
+            meta.num_blocks,
+            meta.n_mels,
         )
         return student.eval()
 
@@ -317,11 +286,8 @@ class AuraStudent(nn.Module):
 
     def render_prompt(self, prompt: str | None, system: str | None = None, audio: bool = True) -> str:
         """One user turn; with `audio`, a prompt without `<audio>` gets the audio before its text."""
-        prompt = prompt or ""
-        if audio and AUDIO_PLACEHOLDER not in prompt:
-            prompt = f"{AUDIO_PLACEHOLDER}\n{prompt}".rstrip("\n")
         messages = ([{"role": "system", "content": system}] if system else []) + [
-            {"role": "user", "content": prompt}
+            {"role": "user", "content": audio_first(prompt, clips=int(audio))}
         ]
         return self.render(messages)
 

@@ -37,13 +37,12 @@ from aura.audio.features import SAMPLE_RATE, AudioError, AudioFormatError, has_s
 from aura.infer.aura_model import (
     SEED_MAX,
     SEED_MIN,
-    TRANSCRIBE_PROMPT,
     AuraModel,
     GenerationRequest,
     GenerationResult,
     RequestError,
 )
-from aura.model.student import AUDIO_PLACEHOLDER
+from aura.model.prompt import AUDIO_PLACEHOLDER, TRANSCRIBE_PROMPT
 from aura.serve.limits import (
     DEFAULT_MAX_QUEUE,
     Admission,

@@ -58,14 +58,9 @@ from aura.distill.heads import (
     layer_map,
 )
 from aura.distill.probe import ProbeTracker, load_clips
-from aura.infer.aura_model import run_folders
-from aura.model.student import (
-    AUDIO_PLACEHOLDER,
-    EMBEDDING_FILE,
-    AuraStudent,
-    CheckpointError,
-    submodule_state,
-)
+from aura.model.checkpoint import CheckpointError, read_trained_weights, run_folders
+from aura.model.prompt import AUDIO_PLACEHOLDER
+from aura.model.student import AuraStudent, submodule_state
 from aura.registry import ModelNotFoundError, aura_home
 from aura.teacher.cache import TeacherCache
 
@@ -434,17 +429,12 @@ class Trainer:
         a continuation of the shipped checkpoint); True when its heads were loaded too."""
         try:
             final, run_dir = run_folders(previous)
+            adapter, audio = read_trained_weights(final)
         except (CheckpointError, ModelNotFoundError) as err:
             raise TrainError(f"train.init_from={previous}: {err}") from err
-        adapter = final / "adapter_model.safetensors"
-        if not adapter.is_file() or not (final / EMBEDDING_FILE).is_file():
-            raise TrainError(
-                f"train.init_from={previous}: {final} has no adapter + audio embedding to start from "
-                "(a merged `aura export` folder cannot be trained further)."
-            )
         try:
-            set_peft_model_state_dict(student.llm, load_file(adapter))
-            student.audio.load_state_dict(load_file(final / EMBEDDING_FILE), strict=False)
+            set_peft_model_state_dict(student.llm, adapter)
+            student.audio.load_state_dict(audio, strict=False)
             if self.heads is not None and (run_dir / HEADS_FILE).is_file():
                 previous_heads = DistillHeads.load(run_dir / HEADS_FILE)
                 if previous_heads.pairs == self.heads.pairs:
@@ -765,7 +755,7 @@ class Trainer:
             row["dev_probe_teacher_wer"] = self.probe.teacher_wer  # the teacher's states, same input
         # the listening gap calls the student's parts directly, which a sharded (FSDP) module cannot serve
         if self.config.train.stage == "joint" and len(self.dev_clips) > 1 and not self.sharded:
-            from aura.eval.diagnose import listening
+            from aura.distill.listening import listening
 
             heard = listening(
                 self.acc.unwrap_model(self.model).student,
