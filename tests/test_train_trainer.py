@@ -32,9 +32,9 @@ from aura.config import ConfigError, load_config
 from aura.data.manifest import Example, write_manifest
 from aura.distill.heads import DistillHeads
 from aura.infer.aura_model import AuraModel
-from aura.train.trainer import train
 from aura.train.run_dir import TrainError, last_checkpoint
 from aura.train.step import TrainModule
+from aura.train.trainer import train
 
 TINY = [
     "model.lora_rank=4",

@@ -33,8 +33,9 @@ from aura.distill.heads import HEADS_FILE, DistillHeads, layer_map, linear_cka
 from aura.distill.listening import listening
 from aura.distill.probe import Clip, decoder_probe, load_clips, student_states, teacher_states
 from aura.model.checkpoint import read_train_config, run_folders
+from aura.model.llm import base_model
 from aura.model.prompt import with_transcript
-from aura.model.student import AuraStudent, base_model
+from aura.model.student import AuraStudent
 
 
 def _run_config(run_dir: Path, student: AuraStudent) -> AuraConfig:

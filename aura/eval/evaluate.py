@@ -42,9 +42,9 @@ from aura.audio.features import SAMPLE_RATE, load_audio
 from aura.data.manifest import Example, read_manifest
 from aura.infer.aura_model import AuraModel, Decoding, GenerationRequest, stop_token_ids
 from aura.metrics import error_rates, qa_scores
+from aura.model.batching import StudentBatch, span_attention_mask
 from aura.model.checkpoint import checkpoint_folder, read_meta
 from aura.model.prompt import with_transcript
-from aura.model.student import StudentBatch, span_attention_mask
 
 SYSTEMS = ("aura", "cascade", "cascade-beam", "cascade-fast", "bridge", "text", "whisper")
 ASR_TASK = "asr"

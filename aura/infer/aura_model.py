@@ -27,10 +27,10 @@ from aura.compat import CACHE_KWARG
 from aura.config import AuraConfig
 from aura.model import checkpoint
 from aura.model.audio_expert import AudioExpert
-from aura.model.embedding import AudioEmbedding
+from aura.model.batching import StudentBatch
 from aura.model.llm import load_llm
 from aura.model.prompt import AUDIO_PLACEHOLDER, TRANSCRIBE_PROMPT, audio_first
-from aura.model.student import AuraStudent, StudentBatch
+from aura.model.student import AuraStudent
 
 SEED_MIN, SEED_MAX = -(2**63), 2**64 - 1  # what torch.Generator.manual_seed accepts
 
@@ -539,8 +539,7 @@ def _load_merged(folder: Path, dtype: torch.dtype, device: str | torch.device) -
     """A merged export: the LLM is the folder itself and there is no adapter to apply."""
     meta = checkpoint.read_meta(folder)
     llm, tokenizer = load_llm(folder, dtype=dtype, device=device)
-    audio = AudioEmbedding(**meta.audio)
-    audio.load_state_dict(checkpoint.read_audio_weights(folder))
+    audio = checkpoint.read_audio(folder, meta)
     student = AuraStudent(
         llm, tokenizer, audio.to(device=device, dtype=dtype), meta.model, meta.num_blocks, meta.n_mels
     )

@@ -18,9 +18,11 @@ from typing import Any
 import torch
 import yaml
 from safetensors.torch import load_file, save_file
+from torch import nn
 
 from aura import registry
 from aura.config import AuraConfig, ModelConfig, load_config
+from aura.model.embedding import AudioEmbedding
 
 CONFIG_FILE = "aura_config.yaml"
 EMBEDDING_FILE = "audio_embedding.safetensors"
@@ -121,6 +123,27 @@ def write_student(folder: Path, meta: StudentMeta, audio_weights: dict[str, torc
 
 def read_audio_weights(folder: Path) -> dict[str, torch.Tensor]:
     return load_file(folder / EMBEDDING_FILE)
+
+
+def read_audio(folder: Path, meta: StudentMeta) -> nn.Module:
+    """The audio module `meta` describes, with its trained weights; the bridge's frozen Whisper encoder is
+    not in the checkpoint and is loaded by name."""
+    config, sizes = meta.model, meta.audio
+    if config.arch == "bridge":
+        from aura.model.bridge import BridgeModel
+        from aura.teacher.whisper import load_teacher
+
+        audio: nn.Module = BridgeModel(
+            load_teacher(config.teacher), sizes["llm_width"], config.k, sizes["hidden"]
+        )
+    else:
+        audio = AudioEmbedding(
+            sizes["n_mels"], sizes["width"], sizes["llm_width"], config.k, sizes["target_rms"]
+        )
+    missing, _ = audio.load_state_dict(read_audio_weights(folder), strict=False)
+    if any(not name.startswith("encoder.") for name in missing):
+        raise CheckpointError(f"{folder / EMBEDDING_FILE}: missing weights {missing}.")
+    return audio
 
 
 def read_trained_weights(folder: Path) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]:

