@@ -14,7 +14,8 @@ import contextlib
 import statistics
 import time
 
-from aura.infer.aura_model import AuraModel, GenerationRequest
+from aura.infer.aura_model import AuraModel
+from aura.infer.decoding import GenerationRequest
 from aura.model.llm import load_llm
 from aura.registry import DEFAULT_CHECKPOINT
 from benchmarks.checkpoints import clips

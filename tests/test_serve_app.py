@@ -31,7 +31,8 @@ from tiny_runs import tiny_runs
 
 from aura.audio.features import SAMPLE_RATE, load_audio
 from aura.config import load_config
-from aura.infer.aura_model import AuraModel, GenerationRequest, GenerationResult, RequestError, stop_token_ids
+from aura.infer.aura_model import AuraModel
+from aura.infer.decoding import GenerationRequest, GenerationResult, RequestError, stop_token_ids
 from aura.model.llm import load_llm
 from aura.registry import DEFAULT_CHECKPOINT, resolve_checkpoint
 from aura.serve.app import Batcher, create_app

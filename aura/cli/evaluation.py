@@ -56,7 +56,7 @@ def eval_(
 
     from aura.eval.evaluate import rescore as rescore_run
     from aura.eval.evaluate import run_eval
-    from aura.infer.aura_model import parse_dtype
+    from aura.infer.decoding import parse_dtype
 
     report = (
         rescore_run(out, data)

@@ -53,7 +53,8 @@ def generate(
     ),
 ) -> None:
     """Answer a prompt about an audio clip with a trained AuRA model."""
-    from aura.infer.aura_model import AuraModel, parse_dtype
+    from aura.infer.aura_model import AuraModel
+    from aura.infer.decoding import parse_dtype
 
     aura_model = AuraModel.from_pretrained(model, dtype=parse_dtype(dtype))
     pieces = aura_model.stream(
@@ -123,7 +124,8 @@ def serve(
 ) -> None:
     """Serve the model behind an OpenAI-compatible API (/v1/chat/completions, /v1/audio/transcriptions)
     and a voice page at /."""
-    from aura.infer.aura_model import AuraModel, parse_dtype
+    from aura.infer.aura_model import AuraModel
+    from aura.infer.decoding import parse_dtype
     from aura.serve.app import serve as run_server
     from aura.serve.limits import Limits
 

@@ -40,7 +40,8 @@ from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from aura.audio.features import SAMPLE_RATE, load_audio
 from aura.data.manifest import Example, read_manifest
-from aura.infer.aura_model import AuraModel, Decoding, GenerationRequest, stop_token_ids
+from aura.infer.aura_model import AuraModel
+from aura.infer.decoding import Decoding, GenerationRequest, stop_token_ids
 from aura.metrics import error_rates, qa_scores
 from aura.model.batching import StudentBatch, span_attention_mask
 from aura.model.checkpoint import checkpoint_folder, read_meta

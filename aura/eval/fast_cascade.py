@@ -23,7 +23,7 @@ import torch
 from transformers import AutoTokenizer, PreTrainedTokenizerBase
 
 from aura.eval.evaluate import ASR_TASK, EvalError, EvalItem, System, chat_prompt_ids
-from aura.infer.aura_model import GenerationRequest, _Row, stop_token_ids
+from aura.infer.decoding import GenerationRequest, Row, stop_token_ids
 from aura.registry import MODELS, native_files, resolve_model
 
 INSTALL_HINT = (
@@ -99,7 +99,7 @@ class LlamaCppChat:
 
     def stream(self, prompt: str) -> Iterator[str]:
         ids = chat_prompt_ids(self.tokenizer, prompt)
-        row = _Row(self.tokenizer, GenerationRequest(messages=[], max_new_tokens=self.max_new_tokens), "cpu")
+        row = Row(self.tokenizer, GenerationRequest(messages=[], max_new_tokens=self.max_new_tokens), "cpu")
         self.llama.reset()  # forget the previous prompt: no KV prefix reuse across requests
         for token in self.llama.generate(ids, temp=0.0, repeat_penalty=1.0, reset=True):
             if token in self.stop_ids:

@@ -34,14 +34,8 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from aura.audio.features import SAMPLE_RATE, AudioError, AudioFormatError, has_sound, load_audio
-from aura.infer.aura_model import (
-    SEED_MAX,
-    SEED_MIN,
-    AuraModel,
-    GenerationRequest,
-    GenerationResult,
-    RequestError,
-)
+from aura.infer.aura_model import SEED_MAX, SEED_MIN, AuraModel
+from aura.infer.decoding import GenerationRequest, GenerationResult, RequestError
 from aura.model.prompt import AUDIO_PLACEHOLDER, TRANSCRIBE_PROMPT
 from aura.serve.limits import (
     DEFAULT_MAX_QUEUE,
