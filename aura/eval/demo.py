@@ -304,9 +304,10 @@ def run_demo(
 
 # ------------------------------------------------------------------------------------------ summary
 def _rows_by_set(eval_dir: Path, sets: dict[str, Path]) -> dict[str, dict[str, dict[str, Any]]]:
-    """Per example set and system: its metrics (`aura.eval.evaluate.score`) and median TTFT over that set alone,
+    """Per example set and system: its metrics (`aura.eval.report.score`) and median TTFT over that set alone,
     from the evaluation's predictions (one evaluation answered all sets)."""
-    from aura.eval.evaluate import load_items, score
+    from aura.eval.items import load_items
+    from aura.eval.report import score
 
     records: dict[str, list[dict[str, Any]]] = {}
     for line in (eval_dir / "predictions.jsonl").read_text().splitlines():

@@ -3,7 +3,7 @@
 It reads the very files the registry installs: the CTranslate2 Whisper folder the teacher is converted
 from, and the GGUF the student LLM is dequantized from (`aura.registry.native_files`). The prompt is the
 torch systems' own: rendered with the LLM's chat template (and its default system prompt) and tokenized
-by its Hugging Face tokenizer exactly as `aura.eval.evaluate.ChatLLM` does, and the token ids go to llama.cpp;
+by its Hugging Face tokenizer exactly as `aura.eval.systems.ChatLLM` does, and the token ids go to llama.cpp;
 decoding is greedy without repetition penalty, and the answer is detokenized and stopped the way
 `aura.infer.aura_model.Decoding` does it. So this system differs from `cascade` only in the two runtimes.
 
@@ -22,7 +22,8 @@ import numpy as np
 import torch
 from transformers import AutoTokenizer, PreTrainedTokenizerBase
 
-from aura.eval.evaluate import ASR_TASK, EvalError, EvalItem, System, chat_prompt_ids
+from aura.eval.items import ASR_TASK, EvalError, EvalItem
+from aura.eval.systems import System, chat_prompt_ids
 from aura.infer.decoding import GenerationRequest, Row, stop_token_ids
 from aura.registry import MODELS, native_files, resolve_model
 
