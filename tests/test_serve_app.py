@@ -35,7 +35,8 @@ from aura.infer.aura_model import AuraModel
 from aura.infer.decoding import GenerationRequest, GenerationResult, RequestError, stop_token_ids
 from aura.model.llm import load_llm
 from aura.registry import DEFAULT_CHECKPOINT, resolve_checkpoint
-from aura.serve.app import Batcher, create_app
+from aura.serve.app import create_app
+from aura.serve.batcher import Batcher
 from aura.serve.limits import Limits
 
 KEY = "sk-test-key"
