@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Annotated
+
 import typer
 
 from aura.cli.app import app, console, err_console
@@ -39,6 +41,43 @@ def data_check(
     console.print(f"{manifest}: {len(good)} example(s), all valid.")
 
 
+_DataSynthEngines = Annotated[
+    str,
+    typer.Option(
+        "--engines",
+        help="Comma-separated synthesis engines, drawn per clip: any of espeak, piper, flite, festival.",
+    ),
+]
+_DataSynthAugment = Annotated[
+    bool | None,
+    typer.Option(
+        "--augment/--no-augment",
+        help="Speaker and channel augmentation per clip (default: on unless the only engine is espeak).",
+    ),
+]
+_DataSynthVoices = Annotated[
+    str | None,
+    typer.Option(
+        "--voices",
+        help="Comma-separated voices, ENGINE:VOICE or a bare espeak voice, e.g. en-us+f4,flite:awb "
+        "(overrides --voice-set).",
+    ),
+]
+_DataSynthVoiceSet = Annotated[
+    str,
+    typer.Option("--voice-set", help="train, heldout, or auto (train voices for train, held-out otherwise)."),
+]
+_DataSynthMinWordCount = Annotated[
+    int | None,
+    typer.Option(
+        "--min-word-count",
+        min=1,
+        help="asr tasks: keep WordNet sentences whose every word occurs at least this often in its glosses "
+        "(default: everyday words, the filter dev/test sets are drawn with; 5 doubles the train sentences).",
+    ),
+]
+
+
 @data_app.command("synth")
 def data_synth(
     task: str = typer.Option(
@@ -50,34 +89,13 @@ def data_synth(
     out: str = typer.Option(..., "--out", help="Output folder (manifest.jsonl and audio/)."),
     seed: int = typer.Option(0, "--seed", help="Same seed, same data."),
     split: str = typer.Option("train", "--split", help="train, dev or test; entities never cross splits."),
-    engines: str = typer.Option(
-        "espeak",
-        "--engines",
-        help="Comma-separated synthesis engines, drawn per clip: any of espeak, piper, flite, festival.",
-    ),
-    augment: bool | None = typer.Option(
-        None,
-        "--augment/--no-augment",
-        help="Speaker and channel augmentation per clip (default: on unless the only engine is espeak).",
-    ),
-    voices: str | None = typer.Option(
-        None,
-        "--voices",
-        help="Comma-separated voices, ENGINE:VOICE or a bare espeak voice, e.g. en-us+f4,flite:awb "
-        "(overrides --voice-set).",
-    ),
-    voice_set: str = typer.Option(
-        "auto", "--voice-set", help="train, heldout, or auto (train voices for train, held-out otherwise)."
-    ),
+    engines: _DataSynthEngines = "espeak",
+    augment: _DataSynthAugment = None,
+    voices: _DataSynthVoices = None,
+    voice_set: _DataSynthVoiceSet = "auto",
     noise: float | None = typer.Option(None, "--noise", help="Add white noise at this SNR in dB."),
     workers: int | None = typer.Option(None, "--workers", min=1, help="Processes (default: all cores)."),
-    min_word_count: int | None = typer.Option(
-        None,
-        "--min-word-count",
-        min=1,
-        help="asr tasks: keep WordNet sentences whose every word occurs at least this often in its glosses "
-        "(default: everyday words, the filter dev/test sets are drawn with; 5 doubles the train sentences).",
-    ),
+    min_word_count: _DataSynthMinWordCount = None,
 ) -> None:
     """Synthesise spoken examples (espeak-ng, piper, flite, festival) into OUT/manifest.jsonl and OUT/audio/."""
     from aura.data.synth import synthesize, voice_pools
@@ -107,30 +125,42 @@ def data_synth(
     console.print(f"wrote {n} example(s) to {path}")
 
 
-@data_app.command("import")
-def data_import(
-    source: str = typer.Option(..., "--from", help="librispeech, csv, hf-disk or asterisk."),
-    src: str | None = typer.Argument(
-        None,
+_DataImportSrc = Annotated[
+    str | None,
+    typer.Argument(
         help="Source folder, CSV/TSV file, or save_to_disk folder; for asterisk the folder of the prompts' "
-        "wav files (default: Debian's asterisk-core-sounds-en-wav).",
+        "wav files (default: Debian's asterisk-core-sounds-en-wav)."
     ),
-    out: str = typer.Option(..., "--out", help="Output folder (manifest.jsonl and audio/)."),
-    max_seconds: float | None = typer.Option(
-        None, "--max-seconds", min=0.1, help="Longest clip allowed (default: 30 s; asterisk: no limit)."
-    ),
-    skip_bad: bool = typer.Option(
-        False, "--skip-bad", help="Write bad items to OUT/rejects.jsonl instead of failing."
-    ),
-    reference: bool = typer.Option(
-        False, "--reference", help="Point at 16-kHz mono source files instead of copying them."
-    ),
-    transcripts: str | None = typer.Option(
-        None,
+]
+_DataImportMaxSeconds = Annotated[
+    float | None,
+    typer.Option("--max-seconds", min=0.1, help="Longest clip allowed (default: 30 s; asterisk: no limit)."),
+]
+_DataImportSkipBad = Annotated[
+    bool, typer.Option("--skip-bad", help="Write bad items to OUT/rejects.jsonl instead of failing.")
+]
+_DataImportReference = Annotated[
+    bool, typer.Option("--reference", help="Point at 16-kHz mono source files instead of copying them.")
+]
+_DataImportTranscripts = Annotated[
+    str | None,
+    typer.Option(
         "--transcripts",
         help="asterisk: the `name: text` transcript file, gzipped or not (default: Debian's "
         "asterisk-core-sounds-en core-sounds-en.txt.gz).",
     ),
+]
+
+
+@data_app.command("import")
+def data_import(
+    source: str = typer.Option(..., "--from", help="librispeech, csv, hf-disk or asterisk."),
+    src: _DataImportSrc = None,
+    out: str = typer.Option(..., "--out", help="Output folder (manifest.jsonl and audio/)."),
+    max_seconds: _DataImportMaxSeconds = None,
+    skip_bad: _DataImportSkipBad = False,
+    reference: _DataImportReference = False,
+    transcripts: _DataImportTranscripts = None,
 ) -> None:
     """Import a speech corpus into a manifest (audio copied, or resampled to 16 kHz when needed).
 

@@ -4,11 +4,49 @@ transcripts."""
 from __future__ import annotations
 
 import sys
+from typing import Annotated
 
 import typer
 from rich.table import Table
 
 from aura.cli.app import app, console, err_console
+
+_EvalSystems = Annotated[
+    str,
+    typer.Option(
+        "--systems",
+        help="Comma-separated: aura, bridge, cascade, cascade-beam, cascade-fast (faster-whisper + llama.cpp), "
+        "text, whisper (teacher WER), and NAME=RUN_DIR for more checkpoints.",
+    ),
+]
+_EvalBridgeModel = Annotated[
+    str | None, typer.Option("--bridge-model", help="Bridge baseline checkpoint (RUN_DIR).")
+]
+_EvalLimit = Annotated[
+    int | None, typer.Option("--limit", min=1, help="Evaluate the first N examples of each manifest.")
+]
+_EvalLlm = Annotated[
+    str | None, typer.Option("--llm", help="Base LLM for cascade/text (default: the checkpoint's).")
+]
+_EvalTeacher = Annotated[
+    str | None, typer.Option("--teacher", help="Whisper for cascade (default: the checkpoint's).")
+]
+_EvalThroughputExamples = Annotated[
+    int,
+    typer.Option(
+        "--throughput-examples", min=1, help="Examples timed at batch 1 and batch 8 for throughput."
+    ),
+]
+_EvalRescore = Annotated[
+    bool,
+    typer.Option("--rescore", help="Rescore the earlier run in --out from its predictions (no generation)."),
+]
+_EvalDtype = Annotated[
+    str,
+    typer.Option(
+        "--dtype", help="The checkpoints' dtype: float32, bfloat16 or float16 (baselines: float32)."
+    ),
+]
 
 
 @app.command("eval")
@@ -16,40 +54,19 @@ def eval_(
     data: list[str] = typer.Option(
         ..., "--data", help="Manifest (JSONL) to evaluate on; repeat for several (e.g. asr and context-qa)."
     ),
-    systems: str = typer.Option(
-        "aura,cascade,bridge,text",
-        "--systems",
-        help="Comma-separated: aura, bridge, cascade, cascade-beam, cascade-fast (faster-whisper + llama.cpp), "
-        "text, whisper (teacher WER), and NAME=RUN_DIR for more checkpoints.",
-    ),
+    systems: _EvalSystems = "aura,cascade,bridge,text",
     out: str = typer.Option(..., "--out", help="Folder for report.json, report.md, predictions and plots."),
     model: str | None = typer.Option(None, "--model", help="AuRA checkpoint (RUN_DIR or RUN_DIR/final)."),
-    bridge_model: str | None = typer.Option(
-        None, "--bridge-model", help="Bridge baseline checkpoint (RUN_DIR)."
-    ),
-    limit: int | None = typer.Option(
-        None, "--limit", min=1, help="Evaluate the first N examples of each manifest."
-    ),
-    llm: str | None = typer.Option(
-        None, "--llm", help="Base LLM for cascade/text (default: the checkpoint's)."
-    ),
-    teacher: str | None = typer.Option(
-        None, "--teacher", help="Whisper for cascade (default: the checkpoint's)."
-    ),
+    bridge_model: _EvalBridgeModel = None,
+    limit: _EvalLimit = None,
+    llm: _EvalLlm = None,
+    teacher: _EvalTeacher = None,
     beam_size: int = typer.Option(5, "--beam-size", min=1, help="Beam width of the cascade-beam system."),
     max_new_tokens: int = typer.Option(64, "--max-new-tokens", min=1),
-    throughput_examples: int = typer.Option(
-        16, "--throughput-examples", min=1, help="Examples timed at batch 1 and batch 8 for throughput."
-    ),
-    rescore: bool = typer.Option(
-        False, "--rescore", help="Rescore the earlier run in --out from its predictions (no generation)."
-    ),
+    throughput_examples: _EvalThroughputExamples = 16,
+    rescore: _EvalRescore = False,
     quiet: bool = typer.Option(False, "--quiet", help="No progress bar."),
-    dtype: str = typer.Option(
-        "float32",
-        "--dtype",
-        help="The checkpoints' dtype: float32, bfloat16 or float16 (baselines: float32).",
-    ),
+    dtype: _EvalDtype = "float32",
 ) -> None:
     """Compare AuRA with the cascade, bridge and text-ceiling baselines: accuracy, latency, plots."""
     from pathlib import Path
@@ -84,28 +101,35 @@ def eval_(
     console.print(f"report: {Path(out) / 'report.json'}, plots: {', '.join(report['plots'])}")
 
 
+_DiagnoseCompareUntrained = Annotated[
+    bool,
+    typer.Option("--compare-untrained", help="Also measure the student before training (a second line)."),
+]
+_DiagnoseProbe = Annotated[
+    bool, typer.Option("--probe/--no-probe", help="Decode the student's states with Whisper's decoder.")
+]
+_DiagnoseProbeData = Annotated[
+    str | None,
+    typer.Option(
+        "--probe-data",
+        help="Manifest for the decoder probe instead of --data, all of it: real recorded speech "
+        "(`aura data import --from asterisk`, dev half) shows whether the distilled encoder hears people.",
+    ),
+]
+
+
 @app.command()
 def diagnose(
     model: str = typer.Option(..., "--model", help="AuRA run (RUN_DIR, or its final/ with heads beside it)."),
     data: str = typer.Option(..., "--data", help="Manifest (JSONL) of the clips to compare on."),
     out: str = typer.Option(..., "--out", help="Folder for alignment.json and alignment.png."),
     limit: int = typer.Option(64, "--limit", min=1, help="Use the first N clips."),
-    compare_untrained: bool = typer.Option(
-        False, "--compare-untrained", help="Also measure the student before training (a second line)."
-    ),
-    probe: bool = typer.Option(
-        True, "--probe/--no-probe", help="Decode the student's states with Whisper's decoder."
-    ),
-    probe_data: str | None = typer.Option(
-        None,
-        "--probe-data",
-        help="Manifest for the decoder probe instead of --data, all of it: real recorded speech "
-        "(`aura data import --from asterisk`, dev half) shows whether the distilled encoder hears people.",
-    ),
+    compare_untrained: _DiagnoseCompareUntrained = False,
+    probe: _DiagnoseProbe = True,
+    probe_data: _DiagnoseProbeData = None,
     quiet: bool = typer.Option(False, "--quiet", help="No progress bar."),
 ) -> None:
     """Per-layer alignment of the student's audio states with the teacher's, and the decoder probe."""
-    from pathlib import Path
 
     from aura.eval.diagnose import diagnose as run_diagnose
 
@@ -119,6 +143,12 @@ def diagnose(
         probe_data=probe_data,
         progress=not quiet,
     )
+    _print_diagnosis(result, out)
+
+
+def _print_diagnosis(result: dict, out: str) -> None:
+    from pathlib import Path
+
     table = Table(title=f"alignment over {result['clips']} clips ({result['audio_tokens']} audio tokens)")
     keys = [k for k in result["layers"][0] if k not in ("student", "teacher")]
     for column in ["student", "teacher", *keys]:

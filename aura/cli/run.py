@@ -4,6 +4,7 @@ the HTTP API."""
 from __future__ import annotations
 
 import sys
+from typing import Annotated
 
 import typer
 from rich.table import Table
@@ -72,55 +73,78 @@ def generate(
     sys.stdout.write("\n")
 
 
-@app.command()
-def serve(
-    model: str = typer.Option(
-        DEFAULT_CHECKPOINT,
-        "--model",
-        help="Checkpoint folder (RUN_DIR, RUN_DIR/final, export) or a shipped checkpoint's name.",
+_ServeModel = Annotated[
+    str,
+    typer.Option(
+        "--model", help="Checkpoint folder (RUN_DIR, RUN_DIR/final, export) or a shipped checkpoint's name."
     ),
-    host: str = typer.Option("127.0.0.1", "--host"),
-    port: int = typer.Option(8000, "--port", min=1, max=65535),
-    api_key: str | None = typer.Option(
-        None, "--api-key", envvar="AURA_API_KEY", help="Require 'Authorization: Bearer KEY' on /v1 routes."
+]
+_ServeApiKey = Annotated[
+    str | None,
+    typer.Option(
+        "--api-key", envvar="AURA_API_KEY", help="Require 'Authorization: Bearer KEY' on /v1 routes."
     ),
-    max_body_mb: float = typer.Option(
-        25.0, "--max-body-mb", min=0.001, help="Largest request body accepted."
+]
+_ServeMaxBodyMb = Annotated[
+    float, typer.Option("--max-body-mb", min=0.001, help="Largest request body accepted.")
+]
+_ServeMaxAudioSeconds = Annotated[
+    float,
+    typer.Option(
+        "--max-audio-seconds", min=1.0, help="Most audio one request may carry, all its parts together."
     ),
-    max_audio_seconds: float = typer.Option(
-        300.0,
-        "--max-audio-seconds",
-        min=1.0,
-        help="Most audio one request may carry, all its parts together.",
-    ),
-    max_audio_parts: int = typer.Option(
-        16, "--max-audio-parts", min=1, help="Most input_audio parts in one request."
-    ),
-    max_request_tokens: int = typer.Option(
-        8192,
+]
+_ServeMaxAudioParts = Annotated[
+    int, typer.Option("--max-audio-parts", min=1, help="Most input_audio parts in one request.")
+]
+_ServeMaxRequestTokens = Annotated[
+    int,
+    typer.Option(
         "--max-request-tokens",
         min=2,
         help="Most tokens one request may take: its prompt (text + audio) and the tokens it asks for.",
     ),
-    max_queue: int = typer.Option(
-        64,
+]
+_ServeMaxQueue = Annotated[
+    int,
+    typer.Option(
         "--max-queue",
         min=1,
         help="Most requests waiting or running at once; more are answered 429 with Retry-After.",
     ),
-    max_batch: int = typer.Option(8, "--max-batch", min=1, help="Most requests in one model call."),
-    merge: bool = typer.Option(
-        False,
+]
+_ServeMerge = Annotated[
+    bool,
+    typer.Option(
         "--merge",
         help="Fold LoRA into the weights: audio requests decode about 1.4x faster, but requests without "
         "audio then get the speech-tuned LLM, which answers text badly, instead of the exact base LLM "
         "(benchmarks/merge.py).",
     ),
-    dtype: str = typer.Option(
-        "float32",
+]
+_ServeDtype = Annotated[
+    str,
+    typer.Option(
         "--dtype",
         help="Weights and activations: float32, bfloat16 (fast on CPUs with AMX/AVX512-BF16) or float16.",
     ),
+]
+
+
+@app.command()
+def serve(
+    model: _ServeModel = DEFAULT_CHECKPOINT,
+    host: str = typer.Option("127.0.0.1", "--host"),
+    port: int = typer.Option(8000, "--port", min=1, max=65535),
+    api_key: _ServeApiKey = None,
+    max_body_mb: _ServeMaxBodyMb = 25.0,
+    max_audio_seconds: _ServeMaxAudioSeconds = 300.0,
+    max_audio_parts: _ServeMaxAudioParts = 16,
+    max_request_tokens: _ServeMaxRequestTokens = 8192,
+    max_queue: _ServeMaxQueue = 64,
+    max_batch: int = typer.Option(8, "--max-batch", min=1, help="Most requests in one model call."),
+    merge: _ServeMerge = False,
+    dtype: _ServeDtype = "float32",
 ) -> None:
     """Serve the model behind an OpenAI-compatible API (/v1/chat/completions, /v1/audio/transcriptions)
     and a voice page at /."""
