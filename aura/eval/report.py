@@ -122,7 +122,14 @@ def _plots(reports: Sequence[SystemReport], out: Path, chance: dict[str, float])
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    paths = []
+    paths = [out / "accuracy_vs_ttft.png", out / "latency.png"]
+    _plot_accuracy(plt, reports, chance, paths[0])
+    _plot_latency(plt, reports, paths[1])
+    return paths
+
+
+def _plot_accuracy(plt: Any, reports: Sequence[SystemReport], chance: dict[str, float], path: Path) -> None:
+    """Each system's accuracy per task against its median time to first token (p10-p90 bars)."""
     fig, ax = plt.subplots(figsize=(9, 4.5))
     markers = "osD^v<>"
     tasks = sorted({t for r in reports for t in r.metrics})
@@ -156,10 +163,12 @@ def _plots(reports: Sequence[SystemReport], out: Path, chance: dict[str, float])
     ax.grid(alpha=0.3)
     ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.02, 1.0))
     fig.tight_layout()
-    paths.append(out / "accuracy_vs_ttft.png")
-    fig.savefig(paths[-1], dpi=120)
+    fig.savefig(path, dpi=120)
     plt.close(fig)
 
+
+def _plot_latency(plt: Any, reports: Sequence[SystemReport], path: Path) -> None:
+    """Per-example time to first token and total time, one box per system."""
     fig, axes = plt.subplots(1, 2, figsize=(10, 4))
     names = [r.name for r in reports]
     for ax, key, title in ((axes[0], "ttft_s", "time to first token"), (axes[1], "total_s", "total time")):
@@ -175,10 +184,8 @@ def _plots(reports: Sequence[SystemReport], out: Path, chance: dict[str, float])
         ax.grid(alpha=0.3, axis="y")
     fig.suptitle("per-example latency (batch 1)")
     fig.tight_layout()
-    paths.append(out / "latency.png")
-    fig.savefig(paths[-1], dpi=120)
+    fig.savefig(path, dpi=120)
     plt.close(fig)
-    return paths
 
 
 def write_report(
