@@ -150,14 +150,13 @@ def serve(
     and a voice page at /."""
     from aura.infer.aura_model import AuraModel
     from aura.infer.decoding import parse_dtype
+    from aura.serve.app import create_app
     from aura.serve.app import serve as run_server
     from aura.serve.limits import Limits
 
     aura_model = AuraModel.from_pretrained(model, merge=merge, dtype=parse_dtype(dtype))
-    run_server(
+    app = create_app(
         aura_model,
-        host=host,
-        port=port,
         model_name=aura_model.name,
         api_key=api_key,
         max_body_bytes=int(max_body_mb * 2**20),
@@ -165,6 +164,7 @@ def serve(
         max_queue=max_queue,
         max_batch=max_batch,
     )
+    run_server(app, host=host, port=port)
 
 
 @app.command()

@@ -224,28 +224,8 @@ def _key_check(api_key: str | None) -> Callable[[Request], None]:
     return check_key
 
 
-def serve(
-    model: AuraModel,
-    *,
-    host: str = "127.0.0.1",
-    port: int = 8000,
-    model_name: str = "aura",
-    api_key: str | None = None,
-    max_body_bytes: int = DEFAULT_MAX_BODY_BYTES,
-    limits: Limits | None = None,
-    max_queue: int = DEFAULT_MAX_QUEUE,
-    max_batch: int = 8,
-) -> None:
-    """Run the server in the foreground until interrupted (what `aura serve` calls)."""
+def serve(app: FastAPI, *, host: str = "127.0.0.1", port: int = 8000) -> None:
+    """Run `app` (from `create_app`) in the foreground until interrupted (what `aura serve` calls)."""
     import uvicorn
 
-    app = create_app(
-        model,
-        model_name=model_name,
-        api_key=api_key,
-        max_body_bytes=max_body_bytes,
-        limits=limits,
-        max_queue=max_queue,
-        max_batch=max_batch,
-    )
     uvicorn.run(app, host=host, port=port, log_level="info")

@@ -8,10 +8,6 @@ the LM head are never computed) on the prompt up to the end of its audio; `joint
 on the chat-templated prompt + response, loss = distill.weight * distill + train.lm_weight * LM
 (response tokens only). The bridge baseline trains LM-only through the same loop.
 
-Reproducible resume: batches come from a per-epoch permutation fixed by the seed and indexed by a
-global micro-batch counter (sharded by rank), so a checkpoint's (step, counter, optimizer, scheduler,
-RNG) continue the exact same run.
-
 The run folder (`run_dir`), its checkpoints and resuming (`checkpointing`), the loss step (`step`), the
 typed batch (`batches`) and logging (`metrics_log`) are the phases this module runs in order.
 
@@ -26,6 +22,7 @@ from __future__ import annotations
 import math
 import os
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -98,25 +95,30 @@ def shard_on_cpu_if_asked(acc: Accelerator) -> None:
         acc.state.fsdp_plugin = FullyShardedDataParallelPlugin()
 
 
+@dataclass
+class Models:
+    """Models that replace the ones the config names (tests use tiny random ones), and whether to show
+    progress bars."""
+
+    teacher: Any | None = None
+    llm: Any | None = None
+    tokenizer: Any | None = None
+    progress: bool = True
+
+
 class Trainer(Checkpointing, MetricsLog):
     """One run: set up by `__init__`, executed by `run()`. `train()` is the function to call."""
 
     def __init__(
-        self,
-        config: AuraConfig,
-        run_dir: str | Path,
-        resume: bool = False,
-        teacher: Any | None = None,
-        llm: Any | None = None,
-        tokenizer: Any | None = None,
-        progress: bool = True,
+        self, config: AuraConfig, run_dir: str | Path, resume: bool = False, models: Models | None = None
     ) -> None:
-        self.config, self.run_dir, self.progress = config, Path(run_dir), progress
+        models = models or Models()
+        self.config, self.run_dir, self.progress = config, Path(run_dir), models.progress
         self._check(resume)
         self.schedule_steps = config.train.schedule_steps or config.train.max_steps
         self._setup_accelerator()
         self._setup_data()
-        student, reader, heads_trained = self._setup_models(teacher, llm, tokenizer)
+        student, reader, heads_trained = self._setup_models(models.teacher, models.llm, models.tokenizer)
         self.module = TrainModule(student, self.heads, config, reader)
         self.module.train()
         optimizer = self._setup_optimizer(student, heads_trained)
@@ -393,4 +395,4 @@ def train(
     if resume and (message := finished_message(Path(run_dir), config)) is not None:
         PartialState().print(message)
         return Path(run_dir) / "final"
-    return Trainer(config, run_dir, resume, teacher, llm, tokenizer, progress).run()
+    return Trainer(config, run_dir, resume, Models(teacher, llm, tokenizer, progress)).run()
