@@ -118,14 +118,7 @@ class AuraModel:
         messages = ([{"role": "system", "content": system}] if system else []) + [
             {"role": "user", "content": prompt}
         ]
-        return GenerationRequest(
-            messages=messages,
-            audio=waves,
-            max_new_tokens=max_new_tokens,
-            temperature=temperature,
-            top_p=top_p,
-            seed=seed,
-        )
+        return GenerationRequest(messages, waves, max_new_tokens, temperature, top_p, seed)
 
     def generate(
         self,
