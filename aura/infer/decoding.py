@@ -11,7 +11,7 @@ from __future__ import annotations
 import contextlib
 import math
 import random
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -249,3 +249,24 @@ def stop_token_ids(llm: PreTrainedModel | None, tokenizer: PreTrainedTokenizerBa
         if isinstance(token_id, int) and token_id != tokenizer.unk_token_id and token_id >= 0:
             ids.add(token_id)
     return ids
+
+
+def reference_answers(
+    llm: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, questions: Sequence[str], max_new_tokens: int
+) -> list[tuple[str, int]]:
+    """(text, token count) of `llm` answering each one-turn chat question greedily through plain
+    transformers' `generate` and the same chat template: what a request without audio, which runs the
+    exact base LLM, must answer (`aura serve`, `benchmarks/merge.py`)."""
+    stops = stop_token_ids(llm, tokenizer)
+    answers = []
+    for question in questions:
+        ids = tokenizer.apply_chat_template(
+            [{"role": "user", "content": question}],
+            add_generation_prompt=True,
+            return_tensors="pt",
+            return_dict=True,
+        )
+        out = llm.generate(**ids, max_new_tokens=max_new_tokens, do_sample=False, eos_token_id=sorted(stops))
+        tokens = [t for t in out[0, ids["input_ids"].shape[1] :].tolist() if t not in stops]
+        answers.append((tokenizer.decode(tokens, skip_special_tokens=True), len(tokens)))
+    return answers
