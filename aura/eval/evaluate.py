@@ -2,7 +2,7 @@
 
 Every system answers through the same interface (`System.answer` for batches, `System.stream` for one
 example, yielding text as it is generated) and, except `cascade-fast`, through the same decoding loop
-(`aura.infer.aura_model.Decoding`: greedy, KV cache), so differences in the numbers come from the systems, not from
+(`aura.infer.decoding.Decoding`: greedy, KV cache), so differences in the numbers come from the systems, not from
 the harness:
 
 - `aura`: the AuRA checkpoint; audio enters through the embedding layer, no encoder runs.

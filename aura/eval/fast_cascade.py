@@ -5,7 +5,7 @@ from, and the GGUF the student LLM is dequantized from (`aura.registry.native_fi
 torch systems' own: rendered with the LLM's chat template (and its default system prompt) and tokenized
 by its Hugging Face tokenizer exactly as `aura.eval.systems.ChatLLM` does, and the token ids go to llama.cpp;
 decoding is greedy without repetition penalty, and the answer is detokenized and stopped the way
-`aura.infer.aura_model.Decoding` does it. So this system differs from `cascade` only in the two runtimes.
+`aura.infer.decoding.Decoding` does it. So this system differs from `cascade` only in the two runtimes.
 
 llama-cpp-python's `Llama` keeps the previous prompt's KV cache and reuses its longest common prefix with
 the next prompt; every request resets it first, so each answer pays its whole prefill, as a new spoken

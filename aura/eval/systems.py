@@ -52,7 +52,7 @@ def chat_prompt_ids(tokenizer: PreTrainedTokenizerBase, prompt: str) -> list[int
 
 
 class ChatLLM:
-    """A plain causal LLM (no LoRA) answering chat-templated text prompts through `aura.infer.aura_model.Decoding`.
+    """A plain causal LLM (no LoRA) answering chat-templated text prompts through `aura.infer.decoding.Decoding`.
 
     The baselines go through the same prefill-then-cached-decode loop as the AuRA model, so their
     latencies compare implementations of the systems, not two generation loops.
