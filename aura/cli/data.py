@@ -125,6 +125,14 @@ def data_synth(
     console.print(f"wrote {n} example(s) to {path}")
 
 
+_DataImportTranscripts = Annotated[
+    str | None,
+    typer.Option(
+        "--transcripts",
+        help="asterisk: the `name: text` transcript file, gzipped or not (default: Debian's "
+        "asterisk-core-sounds-en core-sounds-en.txt.gz).",
+    ),
+]
 _DataImportSrc = Annotated[
     str | None,
     typer.Argument(
@@ -141,14 +149,6 @@ _DataImportSkipBad = Annotated[
 ]
 _DataImportReference = Annotated[
     bool, typer.Option("--reference", help="Point at 16-kHz mono source files instead of copying them.")
-]
-_DataImportTranscripts = Annotated[
-    str | None,
-    typer.Option(
-        "--transcripts",
-        help="asterisk: the `name: text` transcript file, gzipped or not (default: Debian's "
-        "asterisk-core-sounds-en core-sounds-en.txt.gz).",
-    ),
 ]
 
 

@@ -84,14 +84,14 @@ def eval_(
             out,
             model=model,
             bridge_model=bridge_model,
+            dtype=parse_dtype(dtype),
             llm=llm,
             teacher=teacher,
+            progress=not quiet,
             limit=limit,
             beam_size=beam_size,
             max_new_tokens=max_new_tokens,
             throughput_items=throughput_examples,
-            progress=not quiet,
-            dtype=parse_dtype(dtype),
         )
     )
     sys.stdout.write((Path(out) / "report.md").read_text())
