@@ -172,17 +172,17 @@ class AuraConfig:
     @classmethod
     def from_dict(cls, data: dict[str, Any], *, source: str = "config") -> AuraConfig:
         config = cls()
-        for key, value in _flatten(data).items():
+        for key, value in flatten(data).items():
             _set(config, key, value, source)
         return config
 
 
-def _flatten(data: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+def flatten(data: dict[str, Any], prefix: str = "") -> dict[str, Any]:
     out: dict[str, Any] = {}
     for key, value in data.items():
         name = f"{prefix}{key}"
         if isinstance(value, dict):
-            out.update(_flatten(value, f"{name}."))
+            out.update(flatten(value, f"{name}."))
         else:
             out[name] = value
     return out

@@ -188,11 +188,11 @@ def _convert(spec: ModelSpec, parts: list[Path], target: Path) -> None:
     with tempfile.TemporaryDirectory(dir=target.parent, prefix=f".{spec.name}-") as tmp:
         work = Path(tmp) / "model"
         if spec.fmt == "ct2-whisper":
-            from aura.teacher.ct2 import ct2_to_whisper
+            from aura.convert.ct2 import ct2_to_whisper
 
             ct2_to_whisper(parts, parts[0].parent, work)
         else:
-            from aura.model.llm import gguf_to_hf
+            from aura.convert.gguf import gguf_to_hf
 
             gguf_to_hf(parts, work)
         (work / COMPLETE_MARKER).write_text(f"converted from {', '.join(map(str, parts))}\n")

@@ -18,8 +18,9 @@ import torch
 from aura.audio.features import load_audio
 from aura.data.manifest import read_manifest
 from aura.data.synth import synthesize
-from aura.eval.metrics import error_rates
-from aura.infer.aura_model import DTYPES, AuraModel
+from aura.infer.aura_model import AuraModel
+from aura.infer.decoding import DTYPES
+from aura.metrics import error_rates
 from aura.registry import CHECKPOINTS
 from benchmarks.checkpoints import WORK
 from benchmarks.common import write_result

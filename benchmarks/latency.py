@@ -18,7 +18,9 @@ from __future__ import annotations
 
 import torch
 
-from aura.eval.evaluate import CheckpointSystem, EvalItem, SystemFactory, timed_stream
+from aura.eval.items import EvalItem
+from aura.eval.latency import timed_stream
+from aura.eval.systems import CheckpointSystem, SystemFactory
 from aura.infer.aura_model import AuraModel
 from aura.registry import DEFAULT_CHECKPOINT
 from benchmarks.checkpoints import clips, compare_main

@@ -14,7 +14,8 @@ import contextlib
 import statistics
 import time
 
-from aura.infer.aura_model import AuraModel, GenerationRequest
+from aura.infer.aura_model import AuraModel
+from aura.infer.decoding import GenerationRequest, reference_answers
 from aura.model.llm import load_llm
 from aura.registry import DEFAULT_CHECKPOINT
 from benchmarks.checkpoints import clips
@@ -42,22 +43,9 @@ def timed_request(model: AuraModel, request: GenerationRequest) -> tuple[float, 
     return (first - start) * 1000, (tokens - 1) / (end - first)
 
 
-def base_answers(model: AuraModel, name: str) -> list[str]:
+def base_answers(name: str) -> list[str]:
     """The base LLM's greedy answers, run by plain transformers with the same chat template."""
-    llm, tokenizer = load_llm(name)
-    answers = []
-    for question in TEXT_QUESTIONS:
-        ids = tokenizer.apply_chat_template(
-            [{"role": "user", "content": question}],
-            add_generation_prompt=True,
-            return_tensors="pt",
-            return_dict=True,
-        )
-        out = llm.generate(
-            **ids, max_new_tokens=MAX_NEW_TOKENS, do_sample=False, eos_token_id=sorted(model.stop_ids)
-        )
-        answers.append(tokenizer.decode(out[0, ids["input_ids"].shape[1] :], skip_special_tokens=True))
-    return answers
+    return [text for text, _ in reference_answers(*load_llm(name), TEXT_QUESTIONS, MAX_NEW_TOKENS)]
 
 
 def run(repeats: int = 10, model: str | None = None) -> dict:
@@ -81,7 +69,7 @@ def run(repeats: int = 10, model: str | None = None) -> dict:
                 first_ms, tokens_per_s = timed_request(m, request)
                 ttft[label][kind].append(first_ms)
                 rate[label][kind].append(tokens_per_s)
-    expected = base_answers(unmerged, unmerged.student.config.llm)
+    expected = base_answers(unmerged.student.config.llm)
     text_answers = {
         label: [m.generate(prompt=q, max_new_tokens=MAX_NEW_TOKENS) for q in TEXT_QUESTIONS]
         for label, m in models.items()

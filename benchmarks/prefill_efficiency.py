@@ -16,7 +16,8 @@ import time
 import torch
 import torch.nn.functional as F
 
-from aura.infer.aura_model import DTYPES, AuraModel
+from aura.infer.aura_model import AuraModel
+from aura.infer.decoding import DTYPES
 from benchmarks.checkpoints import checkpoint, clips
 from benchmarks.common import timed, write_result
 

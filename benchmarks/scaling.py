@@ -7,7 +7,9 @@ before the LLM can start.
 
 from __future__ import annotations
 
-from aura.eval.evaluate import EvalItem, SystemFactory, timed_stream
+from aura.eval.items import EvalItem
+from aura.eval.latency import timed_stream
+from aura.eval.systems import SystemFactory
 from benchmarks.checkpoints import checkpoint, clips, compare_main
 from benchmarks.common import summarize, write_result
 

@@ -21,7 +21,7 @@ from aura.audio.features import load_audio
 from aura.data.engines import ENGINES
 from aura.data.importers import ASTERISK_AUDIO, import_asterisk
 from aura.data.manifest import read_manifest
-from aura.eval.metrics import error_rates
+from aura.metrics import error_rates
 from benchmarks.common import write_result
 
 N_CPU, FEW, N_WER = 25, 5, 100

@@ -29,7 +29,8 @@ from aura.distill.heads import DistillHeads, TranscriptReader, layer_map
 from aura.model.student import AuraStudent
 from aura.teacher.cache import TeacherCache
 from aura.teacher.whisper import load_teacher
-from aura.train.trainer import TrainModule
+from aura.train.batches import TrainBatch
+from aura.train.step import TrainModule
 from benchmarks.common import write_result
 
 
@@ -76,7 +77,7 @@ class StepBench:
         module.reader = self.reader if stage == "distill+transcript" else None
         config.distill.decoder_weight = 0.1 if module.reader else 0.0
         with torch.autocast("cpu", torch.bfloat16, enabled=precision == "bf16"):
-            out = module(x["prompts"], x["mels"], x["responses"], x["targets"], x["transcripts"])
+            out = module(TrainBatch(x["prompts"], x["mels"], x["responses"], x["targets"], x["transcripts"]))
         out["loss"].backward()
         self.optimizer.step()
         self.optimizer.zero_grad()

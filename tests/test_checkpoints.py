@@ -19,8 +19,8 @@ from aura.cli.app import app
 from aura.data.manifest import read_manifest
 from aura.data.synth import synthesize
 from aura.distill.heads import HEADS_FILE
-from aura.eval.metrics import error_rates
 from aura.infer.aura_model import AuraModel
+from aura.metrics import error_rates
 from aura.registry import CHECKPOINTS, DEFAULT_CHECKPOINT, resolve_checkpoint
 
 INFERENCE_FILES = {

@@ -9,7 +9,7 @@ import pytest
 
 from aura.audio.features import SAMPLE_RATE
 from aura.data.engines import ENGINES, SynthError, get_engine
-from aura.eval.metrics import error_rates, normalize_transcript
+from aura.metrics import error_rates, normalize_transcript
 
 TEXTS = ("Please close the window before you leave.", "We will meet at the station tomorrow morning.")
 

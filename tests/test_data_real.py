@@ -9,7 +9,7 @@ import pytest
 from aura.audio.features import load_audio
 from aura.data.manifest import scan_manifest
 from aura.data.synth import synthesize
-from aura.eval.metrics import error_rates
+from aura.metrics import error_rates
 
 N_PER_TASK = 6
 

@@ -19,7 +19,7 @@ from aura.data.manifest import read_manifest, scan_manifest
 from aura.data.splits import SPLITS, split_of
 from aura.data.synth import SynthError, add_noise, synthesize, voice_pools, voices_for
 from aura.data.tasks import plan_examples
-from aura.eval.metrics import normalize_answer
+from aura.metrics import normalize_answer
 
 
 def test_splits_partition_countries_and_sentences() -> None:

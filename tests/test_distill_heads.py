@@ -7,6 +7,7 @@ import torch
 from conftest import tone_clip
 
 from aura.audio.features import encoder_frames, log_mel_batch
+from aura.audio.frames import pool_frames
 from aura.config import ConfigError
 from aura.distill.heads import (
     DistillHeads,
@@ -15,7 +16,7 @@ from aura.distill.heads import (
     layer_map,
     linear_cka,
 )
-from aura.teacher.cache import TeacherCache, pool_frames
+from aura.teacher.cache import TeacherCache
 
 
 def test_layer_maps() -> None:

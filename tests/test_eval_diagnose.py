@@ -17,7 +17,9 @@ from typer.testing import CliRunner
 
 from aura.cli.app import app
 from aura.distill.heads import DistillHeads, linear_cka
-from aura.eval.diagnose import Clip, attention_to_audio, diagnose, layer_alignment, listening, run_folders
+from aura.distill.listening import listening
+from aura.eval.diagnose import Clip, attention_to_audio, diagnose, layer_alignment
+from aura.model.checkpoint import run_folders
 
 
 @pytest.fixture(scope="module")
@@ -71,7 +73,8 @@ def test_diagnose_writes_alignment_and_probe(runs: TinyRuns, tmp_path: Path) -> 
 
 
 def test_attention_to_audio_measures_the_span_and_the_transcript(runs: TinyRuns) -> None:
-    from aura.model.student import AuraStudent, decoder_layers
+    from aura.model.llm import decoder_layers
+    from aura.model.student import AuraStudent
 
     student = AuraStudent.from_pretrained(runs.aura / "final").eval()
     rng = np.random.default_rng(0)

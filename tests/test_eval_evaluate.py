@@ -17,17 +17,11 @@ from typer.testing import CliRunner
 from aura.audio.features import SAMPLE_RATE
 from aura.cli.app import app, main
 from aura.data.manifest import Example, read_manifest, write_manifest
-from aura.eval.evaluate import (
-    EvalError,
-    Record,
-    SystemReport,
-    latency_summary,
-    load_items,
-    parse_systems,
-    run_eval,
-    score,
-    write_report,
-)
+from aura.eval.evaluate import run_eval
+from aura.eval.items import EvalError, load_items
+from aura.eval.latency import Record, latency_summary
+from aura.eval.report import SystemReport, score, write_report
+from aura.eval.systems import parse_systems
 
 
 @pytest.fixture(scope="module")

@@ -10,9 +10,10 @@ import pytest
 from aura.audio.features import load_audio
 from aura.data.manifest import read_manifest
 from aura.data.synth import synthesize
-from aura.eval.evaluate import ChatLLM, EvalError, EvalItem, SystemFactory, chat_prompt_ids
 from aura.eval.fast_cascade import FastWhisper, LlamaCppChat
-from aura.eval.metrics import clip_wer
+from aura.eval.items import EvalError, EvalItem
+from aura.eval.systems import ChatLLM, SystemFactory, chat_prompt_ids
+from aura.metrics import clip_wer
 from aura.model.llm import load_llm
 
 LLM, WHISPER = "smollm2-135m-instruct", "whisper-tiny.en"

@@ -22,8 +22,9 @@ from typer.testing import CliRunner
 from aura.audio.features import SAMPLE_RATE
 from aura.cli.app import app, main
 from aura.config import load_config
-from aura.infer.aura_model import AuraModel, GenerationRequest, RequestError
-from aura.model.student import CheckpointError
+from aura.infer.aura_model import AuraModel
+from aura.infer.decoding import GenerationRequest, RequestError
+from aura.model.checkpoint import CheckpointError
 
 MAX_NEW = 12
 

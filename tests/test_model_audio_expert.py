@@ -10,7 +10,8 @@ from conftest import build_tiny_llm, tone_clip
 
 from aura.config import ModelConfig
 from aura.infer.aura_model import AuraModel
-from aura.model.student import AuraStudent, decoder_layers
+from aura.model.llm import decoder_layers
+from aura.model.student import AuraStudent
 
 
 def _expert(tiny_tokenizer, tiny_teacher) -> AuraStudent:

@@ -8,7 +8,9 @@ from conftest import tone_clip
 from safetensors import safe_open
 
 from aura.config import ModelConfig
-from aura.model.student import AuraStudent, decoder_layers, span_attention_mask
+from aura.model.batching import span_attention_mask
+from aura.model.llm import decoder_layers
+from aura.model.student import AuraStudent
 
 
 @pytest.fixture()

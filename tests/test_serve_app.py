@@ -31,10 +31,17 @@ from tiny_runs import tiny_runs
 
 from aura.audio.features import SAMPLE_RATE, load_audio
 from aura.config import load_config
-from aura.infer.aura_model import AuraModel, GenerationRequest, GenerationResult, RequestError, stop_token_ids
+from aura.infer.aura_model import AuraModel
+from aura.infer.decoding import (
+    GenerationRequest,
+    GenerationResult,
+    RequestError,
+    reference_answers,
+)
 from aura.model.llm import load_llm
 from aura.registry import DEFAULT_CHECKPOINT, resolve_checkpoint
-from aura.serve.app import Batcher, create_app
+from aura.serve.app import create_app
+from aura.serve.batcher import Batcher
 from aura.serve.limits import Limits
 
 KEY = "sk-test-key"
@@ -408,20 +415,7 @@ def base_llm_answers(max_new_tokens: int) -> list[tuple[str, int]]:
     """(text, token count) of the shipped checkpoint's base LLM answering `TEXT_QUESTIONS` greedily, run by
     plain transformers on the same messages through the same chat template."""
     config = load_config(resolve_checkpoint(DEFAULT_CHECKPOINT) / "config.yaml")
-    llm, tokenizer = load_llm(config.model.llm)
-    stops = stop_token_ids(llm, tokenizer)
-    answers = []
-    for question in TEXT_QUESTIONS:
-        ids = tokenizer.apply_chat_template(
-            [{"role": "user", "content": question}],
-            add_generation_prompt=True,
-            return_tensors="pt",
-            return_dict=True,
-        )
-        out = llm.generate(**ids, max_new_tokens=max_new_tokens, do_sample=False, eos_token_id=sorted(stops))
-        tokens = [t for t in out[0, ids["input_ids"].shape[1] :].tolist() if t not in stops]
-        answers.append((tokenizer.decode(tokens, skip_special_tokens=True), len(tokens)))
-    return answers
+    return reference_answers(*load_llm(config.model.llm), TEXT_QUESTIONS, max_new_tokens)
 
 
 @pytest.mark.real

@@ -13,12 +13,12 @@ import numpy as np
 import pytest
 import soundfile as sf
 import torch
-from test_teacher_ct2 import make_tiny_whisper_folder
+from test_convert_ct2 import make_tiny_whisper_folder
 from typer.testing import CliRunner
 
 from aura.audio.features import SAMPLE_RATE, encoder_frames, load_audio, log_mel, log_mel_batch
 from aura.cli.app import app, main
-from aura.eval.metrics import error_rates
+from aura.metrics import error_rates
 from aura.registry import MODELS
 from aura.teacher.whisper import Teacher, load_teacher
 

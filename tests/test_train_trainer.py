@@ -32,7 +32,9 @@ from aura.config import ConfigError, load_config
 from aura.data.manifest import Example, write_manifest
 from aura.distill.heads import DistillHeads
 from aura.infer.aura_model import AuraModel
-from aura.train.trainer import TrainError, TrainModule, last_checkpoint, train
+from aura.train.run_dir import TrainError, last_checkpoint
+from aura.train.step import TrainModule
+from aura.train.trainer import train
 
 TINY = [
     "model.lora_rank=4",
@@ -212,11 +214,11 @@ def test_two_process_cpu_run_keeps_ranks_identical(data: tuple[Path, Path], tmp_
         "from safetensors.torch import save_file\n"
         "from conftest import build_tiny_llm, build_tiny_teacher, build_tiny_tokenizer\n"
         "from aura.config import load_config\n"
-        "from aura.train.trainer import Trainer\n"
+        "from aura.train.trainer import Models, Trainer\n"
         "out, overrides = sys.argv[1], sys.argv[2:]\n"
         "tok = build_tiny_tokenizer()\n"
-        "trainer = Trainer(load_config(None, overrides), out, teacher=build_tiny_teacher(),\n"
-        "                  llm=build_tiny_llm(tok), tokenizer=tok, progress=False)\n"
+        "models = Models(build_tiny_teacher(), build_tiny_llm(tok), tok, progress=False)\n"
+        "trainer = Trainer(load_config(None, overrides), out, models=models)\n"
         "assert trainer.acc.num_processes == 2\n"
         "trainer.run()\n"
         "save_file(trainer._trainable(), f'{out}/rank{trainer.acc.process_index}.safetensors')\n"

@@ -33,8 +33,8 @@ from aura.data.manifest import (
     write_manifest,
     write_rejects,
 )
-from aura.data.tasks import ASR_PROMPTS
-from aura.eval.metrics import normalize_transcript
+from aura.metrics import normalize_transcript
+from aura.model.prompt import ASR_PROMPTS
 
 SOURCES = ("librispeech", "csv", "hf-disk", "asterisk")
 # Debian's `asterisk-core-sounds-en-wav` (audio) and `asterisk-core-sounds-en` (transcripts).

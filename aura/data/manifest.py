@@ -18,8 +18,8 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from aura.audio.features import SAMPLE_RATE, AudioError, load_audio
 from aura.data.augment import Augmentation
+from aura.model.prompt import AUDIO_PLACEHOLDER
 
-AUDIO_PLACEHOLDER = "<audio>"
 DEFAULT_MAX_SECONDS = 30.0
 DURATION_TOLERANCE = 0.1  # seconds; declared vs decoded length (resampling rounds a few samples)
 REJECTS_NAME = "rejects.jsonl"

@@ -31,7 +31,7 @@ from aura.data import augment as augmentation
 from aura.data.augment import Augmentation, add_noise
 from aura.data.engines import ENGINES, SynthError, get_engine, resolve_voice_set
 from aura.data.manifest import DEFAULT_MAX_SECONDS, Example, write_manifest
-from aura.data.tasks import plan_examples
+from aura.data.tasks import Plan, plan_examples
 
 DEFAULT_ENGINES = ("espeak",)
 PEAK = (0.3, 0.9)
@@ -169,55 +169,12 @@ def synthesize(
     if augment is None:
         augment = engines != ["espeak"]
     plans = plan_examples(task, n, split, seed, min_word_count)
-    rng = random.Random(f"voices/{task}/{split}/{seed}")
     out = Path(out)
     (out / "audio").mkdir(parents=True, exist_ok=True)
     ids = [f"{task}-{split}-s{seed}-{i:06d}" for i in range(n)]
-    clean_dir = out / CLEAN_DIR
-    names = list(pools)
-    jobs = []
-    for i, (plan, clip_id) in enumerate(zip(plans, ids, strict=True)):
-        engine = rng.choice(names) if len(names) > 1 else names[0]  # one engine: espeak's old draws
-        voice, settings = get_engine(engine).draw(rng, pools[engine])
-        peak = round(rng.uniform(*PEAK), 3)
-        pad = (round(rng.uniform(*PAD_SECONDS), 3), round(rng.uniform(*PAD_SECONDS), 3))
-        noise_seed = rng.getrandbits(32)
-        aug = None
-        if augment:
-            aug_rng = random.Random(f"augment/{task}/{split}/{seed}/{i}")
-            aug = augmentation.draw_augmentation(aug_rng, ids, own=clip_id)
-        jobs.append(
-            Job(
-                text=plan.text,
-                engine=engine,
-                voice=voice,
-                settings=tuple(settings.items()),
-                peak=peak,
-                pad=pad,
-                snr_db=noise_snr,
-                noise_seed=noise_seed,
-                path=str(out / "audio" / f"{clip_id}.wav"),
-                augment=aug,
-                clean=str(clean_dir / f"{clip_id}.wav") if aug else "",
-                babble=tuple(str(clean_dir / f"{b}.wav") for b in (aug.babble or ())) if aug else (),
-            )
-        )
-    if augment:
-        clean_dir.mkdir(exist_ok=True)
+    jobs = _draw_jobs(plans, ids, pools, out, f"{task}/{split}/{seed}", noise_snr, augment)
     workers = max(1, min(workers or os.cpu_count() or 1, n))
-    desc = f"synth {task}/{split}"
-    pool = multiprocessing.get_context("fork").Pool(workers) if workers > 1 else None
-    try:
-        with tqdm(total=n, desc=desc, unit="clip", disable=not progress) as bar:
-            durations = list(_parallel(render, jobs, pool, bar))
-        if augment:
-            with tqdm(total=n, desc=f"{desc} augment", unit="clip", disable=not progress) as bar:
-                durations = list(_parallel(render_augmented, jobs, pool, bar))
-    finally:
-        if pool is not None:
-            pool.close()
-            pool.join()
-        shutil.rmtree(clean_dir, ignore_errors=True)
+    durations = _render_all(jobs, out / CLEAN_DIR, augment, workers, f"synth {task}/{split}", progress)
     examples = []
     for clip_id, plan, job, seconds in zip(ids, plans, jobs, durations, strict=True):
         if seconds > DEFAULT_MAX_SECONDS:
@@ -241,3 +198,69 @@ def synthesize(
             )
         )
     return write_manifest(examples, out / "manifest.jsonl")
+
+
+def _draw_jobs(
+    plans: Sequence[Plan],
+    ids: list[str],
+    pools: dict[str, list[str]],
+    out: Path,
+    stream: str,
+    noise_snr: float | None,
+    augment: bool,
+) -> list[Job]:
+    """Each clip's engine, voice, level, padding, noise and augmentation, drawn from seeded streams (`stream`
+    names them: task/split/seed), so the same arguments always render the same clips."""
+    rng = random.Random(f"voices/{stream}")
+    clean_dir = out / CLEAN_DIR
+    names = list(pools)
+    jobs = []
+    for i, (plan, clip_id) in enumerate(zip(plans, ids, strict=True)):
+        engine = rng.choice(names) if len(names) > 1 else names[0]  # one engine: espeak's old draws
+        voice, settings = get_engine(engine).draw(rng, pools[engine])
+        peak = round(rng.uniform(*PEAK), 3)
+        pad = (round(rng.uniform(*PAD_SECONDS), 3), round(rng.uniform(*PAD_SECONDS), 3))
+        noise_seed = rng.getrandbits(32)
+        aug = None
+        if augment:
+            aug_rng = random.Random(f"augment/{stream}/{i}")
+            aug = augmentation.draw_augmentation(aug_rng, ids, own=clip_id)
+        jobs.append(
+            Job(
+                text=plan.text,
+                engine=engine,
+                voice=voice,
+                settings=tuple(settings.items()),
+                peak=peak,
+                pad=pad,
+                snr_db=noise_snr,
+                noise_seed=noise_seed,
+                path=str(out / "audio" / f"{clip_id}.wav"),
+                augment=aug,
+                clean=str(clean_dir / f"{clip_id}.wav") if aug else "",
+                babble=tuple(str(clean_dir / f"{b}.wav") for b in (aug.babble or ())) if aug else (),
+            )
+        )
+    return jobs
+
+
+def _render_all(
+    jobs: list[Job], clean_dir: Path, augment: bool, workers: int, desc: str, progress: bool
+) -> list[float]:
+    """Render every clip (then augment it, from its clean render); returns the clips' seconds."""
+    if augment:
+        clean_dir.mkdir(exist_ok=True)
+    n = len(jobs)
+    pool = multiprocessing.get_context("fork").Pool(workers) if workers > 1 else None
+    try:
+        with tqdm(total=n, desc=desc, unit="clip", disable=not progress) as bar:
+            durations = list(_parallel(render, jobs, pool, bar))
+        if augment:
+            with tqdm(total=n, desc=f"{desc} augment", unit="clip", disable=not progress) as bar:
+                durations = list(_parallel(render_augmented, jobs, pool, bar))
+    finally:
+        if pool is not None:
+            pool.close()
+            pool.join()
+        shutil.rmtree(clean_dir, ignore_errors=True)
+    return durations

@@ -13,19 +13,13 @@ from aura.data.corpus import MIN_WORD_COUNT, sentences_in
 from aura.data.facts import Country, countries_in, fact_kinds, make_fact
 from aura.data.people import ACTIONS, names_in
 from aura.data.splits import check_split
-from aura.eval.metrics import normalize_answer, normalize_transcript
+from aura.metrics import normalize_answer, normalize_transcript
+from aura.model.prompt import ASR_PROMPTS
 
 TASKS = ("asr", "spoken-qa", "context-qa", "who-did", "instruct")
 # The instruct mixture: (sub-task, weight).
 INSTRUCT_MIX = (("asr", 3), ("spoken-qa", 3), ("context-qa", 2), ("summarize", 2))
 
-ASR_PROMPTS = (
-    "Transcribe the audio.\n<audio>",
-    "<audio>\nWrite down exactly what is said.",
-    "Please transcribe this recording: <audio>",
-    "What does the speaker say? <audio>\nGive the exact words.",
-    "<audio>\nRepeat the spoken sentence word for word.",
-)
 QA_PROMPTS = (
     "<audio>\nAnswer the spoken question in a few words.",
     "Listen and answer briefly: <audio>",

@@ -22,8 +22,8 @@ from safetensors import safe_open
 from safetensors.torch import save_file
 from torch import nn
 
+from aura.audio.frames import unpool_frames
 from aura.config import ConfigError
-from aura.teacher.cache import unpool_frames
 
 HEADS_FILE = "heads.safetensors"
 

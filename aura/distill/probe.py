@@ -23,12 +23,12 @@ import torch
 from tqdm import tqdm
 
 from aura.audio.features import SAMPLE_RATE, WINDOW_SAMPLES, encoder_frames, load_audio
+from aura.audio.frames import pool_frames, unpool_frames
 from aura.config import AuraConfig
 from aura.data.manifest import read_manifest
 from aura.distill.heads import DistillHeads
-from aura.eval.metrics import error_rates
+from aura.metrics import error_rates
 from aura.model.student import AuraStudent
-from aura.teacher.cache import pool_frames, unpool_frames
 
 PROBE_SLACK_TOKENS = 2  # decoder length cap: reference length in Whisper tokens + this
 

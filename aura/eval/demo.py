@@ -44,34 +44,25 @@ REAL_WORDS = (4, 12)  # the real prompts used: sentences as long as the syntheti
 
 @dataclass(frozen=True)
 class DemoBudget:
-    """Clips and steps of one demo size; chosen by measurement on a loaded 2-core CPU (see README)."""
+    """Clips and steps of one demo size; chosen by measurement on a loaded 2-core CPU (see README). The
+    defaults are `aura demo --quick`."""
 
-    test_asr: int  # fresh synthetic transcription clips
-    test_qa: int  # fresh synthetic context-QA clips
-    real: int  # real recorded prompts (Asterisk, test half), when installed
-    bridge: bool  # evaluate the shipped bridge too (its encoder makes it the slowest system here)
-    diagnose_clips: int
-    adapt_train: int  # fresh noisy clips the adaptation trains on
-    adapt_dev: int  # held-out noisy clips it is measured on, before and after
-    adapt_steps: int
-    adapt_wer: bool  # also transcribe the held-out clips before and after (dev LM loss and gap are free)
-    batch_size: int
-    max_new_tokens: int  # enough for the test sentences (at most 12 words); the QA answers are a word or two
+    test_asr: int = 3  # fresh synthetic transcription clips
+    test_qa: int = 3  # fresh synthetic context-QA clips
+    real: int = 3  # real recorded prompts (Asterisk, test half), when installed
+    bridge: bool = False  # evaluate the shipped bridge too (its encoder makes it the slowest system here)
+    diagnose_clips: int = 3
+    adapt_train: int = 6  # fresh noisy clips the adaptation trains on
+    adapt_dev: int = 3  # held-out noisy clips it is measured on, before and after
+    adapt_steps: int = 4
+    # also transcribe the held-out clips before and after (dev LM loss and gap are free)
+    adapt_wer: bool = False
+    batch_size: int = 2
+    # enough for the test sentences (at most 12 words); the QA answers are a word or two
+    max_new_tokens: int = 24
 
 
-QUICK = DemoBudget(
-    test_asr=3,
-    test_qa=3,
-    real=3,
-    bridge=False,
-    diagnose_clips=3,
-    adapt_train=6,
-    adapt_dev=3,
-    adapt_steps=4,
-    adapt_wer=False,
-    batch_size=2,
-    max_new_tokens=24,
-)
+QUICK = DemoBudget()
 FULL = DemoBudget(
     test_asr=4,
     test_qa=6,
@@ -79,11 +70,8 @@ FULL = DemoBudget(
     bridge=True,
     diagnose_clips=4,
     adapt_train=16,
-    adapt_dev=3,
     adapt_steps=16,
     adapt_wer=True,
-    batch_size=2,
-    max_new_tokens=24,
 )
 
 
@@ -114,30 +102,18 @@ class Stage:
 
 @dataclass(frozen=True)
 class DemoData:
-    """The manifests of one demo folder (`real` is None when no real speech is installed)."""
+    """The example sets of one demo folder, each `NAME/manifest.jsonl`: `test-asr`, `test-context-qa`,
+    `adapt-train`, `adapt-dev`, and `real` (None while no real speech is installed)."""
 
     root: Path
 
-    @property
-    def asr(self) -> Path:
-        return self.root / "test-asr" / "manifest.jsonl"
-
-    @property
-    def qa(self) -> Path:
-        return self.root / "test-context-qa" / "manifest.jsonl"
+    def manifest(self, name: str) -> Path:
+        return self.root / name / "manifest.jsonl"
 
     @property
     def real(self) -> Path | None:
-        path = self.root / "real" / "manifest.jsonl"
+        path = self.manifest("real")
         return path if path.is_file() else None
-
-    @property
-    def adapt_train(self) -> Path:
-        return self.root / "adapt-train" / "manifest.jsonl"
-
-    @property
-    def adapt_dev(self) -> Path:
-        return self.root / "adapt-dev" / "manifest.jsonl"
 
 
 def _real_speech(budget: DemoBudget, folder: Path) -> str:
@@ -182,7 +158,9 @@ def _synth_data(budget: DemoBudget, folder: Path) -> None:
 def _eval_shipped(data: DemoData, budget: DemoBudget, out: Path) -> None:
     from aura.eval.evaluate import run_eval
 
-    manifests = [data.asr, data.qa] + ([data.real] if data.real else [])
+    manifests = [data.manifest("test-asr"), data.manifest("test-context-qa")] + (
+        [data.real] if data.real else []
+    )
     run_eval(
         manifests,
         "whisper,aura,bridge,cascade,text" if budget.bridge else "whisper,aura,cascade,text",
@@ -198,13 +176,13 @@ def _adapt(data: DemoData, budget: DemoBudget, run_dir: Path, from_scratch: bool
     """The shipped checkpoint's own training config, on the fresh noisy clips, for a few dozen steps; the
     trainer's dev evaluation at step 0 and at the end gives the before/after numbers."""
     from aura.config import load_config
-    from aura.infer.aura_model import run_folders
+    from aura.model.checkpoint import run_folders
     from aura.train.trainer import train
 
     steps = budget.adapt_steps
     overrides = [
-        f"data.train={data.adapt_train}",
-        f"data.dev={data.adapt_dev}",
+        f"data.train={data.manifest('adapt-train')}",
+        f"data.dev={data.manifest('adapt-dev')}",
         "data.probe=null",
         f"distill.cache_dir={run_dir.parent / 'teacher-cache'}",  # the demo folder holds all it made
         f"train.max_steps={steps}",
@@ -231,7 +209,7 @@ def _eval_adapted(data: DemoData, budget: DemoBudget, run_dir: Path, out: Path, 
 
     before = "" if from_scratch else "aura,"
     run_eval(
-        data.adapt_dev,
+        data.manifest("adapt-dev"),
         f"{before}adapted={run_dir / 'final'}",
         out,
         model=SHIPPED,
@@ -282,7 +260,9 @@ def run_demo(
     stage.run(
         "3/5 alignment of the shipped checkpoint",
         diag_dir,
-        lambda: diagnose(SHIPPED, data.asr, diag_dir, limit=budget.diagnose_clips, probe_data=data.real),
+        lambda: diagnose(
+            SHIPPED, data.manifest("test-asr"), diag_dir, limit=budget.diagnose_clips, probe_data=data.real
+        ),
     )
     what = "train from scratch" if from_scratch else "adapt the shipped checkpoint to noisy speech"
     stage.run(f"4/5 {what}", adapt_run, lambda: _adapt(data, budget, adapt_run, from_scratch), resumable=True)
@@ -304,9 +284,10 @@ def run_demo(
 
 # ------------------------------------------------------------------------------------------ summary
 def _rows_by_set(eval_dir: Path, sets: dict[str, Path]) -> dict[str, dict[str, dict[str, Any]]]:
-    """Per example set and system: its metrics (`aura.eval.evaluate.score`) and median TTFT over that set alone,
+    """Per example set and system: its metrics (`aura.eval.report.score`) and median TTFT over that set alone,
     from the evaluation's predictions (one evaluation answered all sets)."""
-    from aura.eval.evaluate import load_items, score
+    from aura.eval.items import load_items
+    from aura.eval.report import score
 
     records: dict[str, list[dict[str, Any]]] = {}
     for line in (eval_dir / "predictions.jsonl").read_text().splitlines():
@@ -340,7 +321,10 @@ def summarise(
     root: Path, data: DemoData, adapt_run: Path, adapt_eval: Path, budget: DemoBudget, from_scratch: bool
 ) -> dict[str, Any]:
     """Every number the demo shows, each under the name of what it measures."""
-    sets = {"synthetic asr": data.asr, "synthetic context-qa": data.qa}
+    sets = {
+        "synthetic asr": data.manifest("test-asr"),
+        "synthetic context-qa": data.manifest("test-context-qa"),
+    }
     if data.real:
         sets["real asr"] = data.real
     shipped = _rows_by_set(root / "eval", sets)
@@ -376,6 +360,8 @@ def summarise(
             "eval report": str(root / "eval" / "report.md"),
             "plots": [*report.get("plots", []), str(root / "diagnose" / "alignment.png")],
             "adapted checkpoint": str(adapt_run / "final"),
-            "example clip": str(next(iter(sorted(data.qa.parent.glob("audio/*.wav"))), "CLIP.wav")),
+            "example clip": str(
+                next(iter(sorted(data.manifest("test-context-qa").parent.glob("audio/*.wav"))), "CLIP.wav")
+            ),
         },
     }

@@ -28,79 +28,22 @@ import torch
 import torch.nn.functional as F
 from peft import PeftModel
 
-from aura.config import AuraConfig, load_config
+from aura.config import AuraConfig
 from aura.distill.heads import HEADS_FILE, DistillHeads, layer_map, linear_cka
+from aura.distill.listening import listening
 from aura.distill.probe import Clip, decoder_probe, load_clips, student_states, teacher_states
-from aura.infer.aura_model import run_folders
-from aura.model.student import AuraStudent, base_model, with_transcript
-
-# response token ranges (1-based, inclusive; None = to the end) of the listening gap by position
-POSITION_BINS: tuple[tuple[int, int | None], ...] = ((1, 1), (2, 2), (3, 3), (4, 5), (6, 8), (9, None))
+from aura.model.checkpoint import read_train_config, run_folders
+from aura.model.llm import base_model
+from aura.model.prompt import with_transcript
+from aura.model.student import AuraStudent
+from aura.teacher.whisper import load_teacher
 
 
 def _run_config(run_dir: Path, student: AuraStudent) -> AuraConfig:
     """The training config (prompt context, seed) when the run directory has it, else the defaults."""
-    path = run_dir / "config.yaml"
-    config = load_config(path) if path.is_file() else AuraConfig()
+    config = read_train_config(run_dir) or AuraConfig()
     config.model = student.config
     return config
-
-
-@torch.no_grad()
-def listening(
-    student: AuraStudent,
-    prompts: Sequence[str],
-    responses: Sequence[str],
-    mels: Sequence[torch.Tensor],
-    system_prompt: str | None = None,
-    batch_size: int = 8,
-) -> dict[str, Any]:
-    """LM loss (nats per response token) with each clip's own audio vs. the audio of the clip half the set
-    away. Equal losses mean the answers come from the prompt and the LLM's prior, not from the audio.
-
-    `by_position` splits both losses by the response token's index (1 = the first answer token): a model
-    that hears only the start of a clip has its gap at the first tokens and none later.
-    """
-    if len(prompts) < 2:
-        raise ValueError("listening needs at least 2 clips (it swaps their audio).")
-    texts = [student.render_prompt(prompt, system_prompt) for prompt in prompts]
-
-    def token_losses(order: Sequence[int]) -> list[np.ndarray]:
-        rows: list[np.ndarray] = []
-        for start in range(0, len(texts), batch_size):
-            idx = range(start, min(start + batch_size, len(texts)))
-            batch = student.build_batch(
-                [texts[i] for i in idx], [[mels[order[i]]] for i in idx], [responses[i] for i in idx]
-            )
-            rows += [row.float().numpy() for row in student.response_nll(batch)]
-        return rows
-
-    n = len(texts)
-    own = token_losses(range(n))
-    other = token_losses([(i + n // 2) % n for i in range(n)])
-    by_position = []
-    for first, last in POSITION_BINS:
-        mine = np.concatenate([row[first - 1 : last] for row in own])
-        theirs = np.concatenate([row[first - 1 : last] for row in other])
-        if mine.size:
-            label = str(first) if first == last else f"{first}+" if last is None else f"{first}-{last}"
-            by_position.append(
-                {
-                    "tokens": label,
-                    "count": int(mine.size),
-                    "own_audio_lm_loss": float(mine.mean()),
-                    "other_audio_lm_loss": float(theirs.mean()),
-                    "gap": float(theirs.mean() - mine.mean()),
-                }
-            )
-    own_mean, other_mean = float(np.concatenate(own).mean()), float(np.concatenate(other).mean())
-    return {
-        "clips": n,
-        "own_audio_lm_loss": own_mean,
-        "other_audio_lm_loss": other_mean,
-        "gap": other_mean - own_mean,
-        "by_position": by_position,
-    }
 
 
 @torch.no_grad()
@@ -134,28 +77,10 @@ def attention_to_audio(
             response, span = batch.labels[0] != -100, batch.audio_mask[0]
             audio.append([float(a[0][:, response][:, :, span].sum(-1).mean()) for a in weights])
             counts["audio"].append(int(span.sum()))
-            if not clip.reference:
-                continue
-            prompt = student.render_prompt(
-                with_transcript(clip.prompt, clip.reference), system_prompt, audio=False
-            )
-            full = prompt + student.response_text(clip.response)
-            start = full.index(clip.reference)
-            encoded = student.tokenizer(
-                full, add_special_tokens=False, return_offsets_mapping=True, return_tensors="pt"
-            )
-            offsets = encoded["offset_mapping"][0]
-            span = (offsets[:, 1] > start) & (offsets[:, 0] < start + len(clip.reference))  # overlaps it
-            response = offsets[:, 0] >= len(prompt)
-            off = (
-                student.llm.disable_adapter()
-                if isinstance(student.llm, PeftModel)
-                else contextlib.nullcontext()
-            )
-            with off:
-                weights = student.llm(input_ids=encoded["input_ids"], output_attentions=True).attentions
-            text.append([float(a[0][:, response][:, :, span].sum(-1).mean()) for a in weights])
-            counts["transcript"].append(int(span.sum()))
+            if clip.reference:
+                shares, tokens = _transcript_attention(student, clip, system_prompt)
+                text.append(shares)
+                counts["transcript"].append(tokens)
     finally:
         base.set_attn_implementation(previous)
     result: dict[str, Any] = {"clips": len(audio)}
@@ -165,6 +90,26 @@ def attention_to_audio(
             result[f"{name}_per_layer"] = np.mean(shares, axis=0).round(4).tolist()
             result[f"{name}_tokens"] = float(np.mean(counts[name]))
     return result
+
+
+def _transcript_attention(
+    student: AuraStudent, clip: Clip, system_prompt: str | None
+) -> tuple[list[float], int]:
+    """The base LLM's attention share (per layer) on the clip's reference transcript written where its audio
+    was, and how many tokens the transcript takes."""
+    prompt = student.render_prompt(with_transcript(clip.prompt, clip.reference), system_prompt, audio=False)
+    full = prompt + student.response_text(clip.response)
+    start = full.index(clip.reference)
+    encoded = student.tokenizer(
+        full, add_special_tokens=False, return_offsets_mapping=True, return_tensors="pt"
+    )
+    offsets = encoded["offset_mapping"][0]
+    span = (offsets[:, 1] > start) & (offsets[:, 0] < start + len(clip.reference))  # overlaps it
+    response = offsets[:, 0] >= len(prompt)
+    off = student.llm.disable_adapter() if isinstance(student.llm, PeftModel) else contextlib.nullcontext()
+    with off:
+        weights = student.llm(input_ids=encoded["input_ids"], output_attentions=True).attentions
+    return [float(a[0][:, response][:, :, span].sum(-1).mean()) for a in weights], int(span.sum())
 
 
 def _cosine(a: torch.Tensor, b: torch.Tensor) -> float:
@@ -236,6 +181,35 @@ def _plot(result: dict[str, Any], path: Path) -> None:
     plt.close(fig)
 
 
+def _trained_student(model: str | Path) -> tuple[Path, Path, AuraStudent]:
+    """(checkpoint folder, run directory, student) of an AuRA run; the bridge has no student states to compare."""
+    folder, run_dir = run_folders(model)
+    student = AuraStudent.from_pretrained(folder)
+    if student.config.arch != "aura":
+        raise ValueError(
+            f"{folder}: a `{student.config.arch}` checkpoint; diagnose compares an AuRA student with its teacher."
+        )
+    return folder, run_dir, student
+
+
+def _add_untrained_cka(
+    rows: list[dict[str, Any]],
+    student: AuraStudent,
+    teacher: Any,
+    clips: Sequence[Clip],
+    pairs: list[tuple[int, int]],
+    theirs: dict[int, list[torch.Tensor]],
+    config: AuraConfig,
+) -> None:
+    """Each row's CKA of the same student before training (seeded as its run was), for comparison."""
+    torch.manual_seed(config.train.seed)
+    untrained = AuraStudent.build(student.config, teacher).eval()
+    s_layers = sorted({s for s, _ in pairs})
+    before = layer_alignment(pairs, student_states(untrained, clips, s_layers, config), theirs, None)
+    for row, old in zip(rows, before, strict=True):
+        row["untrained_cka"] = old["cka"]
+
+
 def diagnose(
     model: str | Path,
     data: str | Path,
@@ -251,16 +225,9 @@ def diagnose(
 
     `probe_data`: a manifest for the decoder probe instead of `data`, all of it (real recorded speech: the
     alignment on synthetic clips says little about how the distilled encoder hears people)."""
-    folder, run_dir = run_folders(model)
-    student = AuraStudent.from_pretrained(folder)
-    if student.config.arch != "aura":
-        raise ValueError(
-            f"{folder}: a `{student.config.arch}` checkpoint; diagnose compares an AuRA student with its teacher."
-        )
+    folder, run_dir, student = _trained_student(model)
     config = _run_config(run_dir, student)
     clips = load_clips(data, limit)
-    from aura.teacher.whisper import load_teacher
-
     teacher = load_teacher(student.config.teacher)
     heads_path = run_dir / HEADS_FILE
     heads = DistillHeads.load(heads_path) if heads_path.is_file() else None
@@ -276,12 +243,7 @@ def diagnose(
     theirs = teacher_states(teacher, clips, t_layers, k)
     rows = layer_alignment(pairs, ours, theirs, heads)
     if compare_untrained:
-        torch.manual_seed(config.train.seed)
-        untrained = AuraStudent.build(student.config, teacher).eval()
-        before = layer_alignment(pairs, student_states(untrained, clips, s_layers, config), theirs, None)
-        for row, old in zip(rows, before, strict=True):
-            row["untrained_cka"] = old["cka"]
-        del untrained
+        _add_untrained_cka(rows, student, teacher, clips, pairs, theirs, config)
     result: dict[str, Any] = {
         "model": str(folder),
         "data": str(data),
@@ -296,40 +258,52 @@ def diagnose(
             if key not in ("student", "teacher")
         },
     }
-    mels = [student.audio_features(c.wave) for c in clips]
-    result["listening"] = listening(
-        student, [c.prompt for c in clips], [c.response for c in clips], mels, config.data.system_prompt
-    )
-    result["attention"] = attention_to_audio(student, clips, mels, config.data.system_prompt)
+    result.update(_hearing(student, clips, config))
     if heads is None:
         result["note"] = (
             f"no {heads_path}: cosines through the heads and the decoder probe need the training run's heads."
         )
     elif probe:
-        last = max(range(len(pairs)), key=lambda j: pairs[j][1])
-        if pairs[last][1] != teacher.num_layers:
-            result["probe"] = {
-                "skipped": f"the layer map does not reach the teacher's last layer ({teacher.num_layers})."
-            }
-        else:
-            s, t = pairs[last]
-            if probe_data is None:
-                result["probe"] = decoder_probe(teacher, heads, last, clips, ours[s], theirs[t], k, progress)
-            else:
-                heard = load_clips(probe_data)
-                result["probe"] = decoder_probe(
-                    teacher,
-                    heads,
-                    last,
-                    heard,
-                    student_states(student, heard, [s], config)[s],
-                    teacher_states(teacher, heard, [t], k)[t],
-                    k,
-                    progress,
-                )
-            result["probe"]["data"] = str(probe_data or data)
-    out = Path(out)
+        probe_clips = (clips, ours, theirs) if probe_data is None else (load_clips(probe_data), None, None)
+        result["probe"] = _probe(student, teacher, heads, config, *probe_clips, progress)
+        result["probe"]["data"] = str(probe_data or data)
+    _write(result, Path(out))
+    return result
+
+
+def _hearing(student: AuraStudent, clips: Sequence[Clip], config: AuraConfig) -> dict[str, Any]:
+    """Whether the LLM reads the audio: the listening gap and where the response's attention goes."""
+    mels = [student.audio_features(c.wave) for c in clips]
+    prompts, responses = [c.prompt for c in clips], [c.response for c in clips]
+    return {
+        "listening": listening(student, prompts, responses, mels, config.data.system_prompt),
+        "attention": attention_to_audio(student, clips, mels, config.data.system_prompt),
+    }
+
+
+def _write(result: dict[str, Any], out: Path) -> None:
     out.mkdir(parents=True, exist_ok=True)
     (out / "alignment.json").write_text(json.dumps(result, indent=2))
     _plot(result, out / "alignment.png")
-    return result
+
+
+def _probe(
+    student: AuraStudent,
+    teacher: Any,
+    heads: DistillHeads,
+    config: AuraConfig,
+    clips: Sequence[Clip],
+    ours: dict[int, list[torch.Tensor]] | None,
+    theirs: dict[int, list[torch.Tensor]] | None,
+    progress: bool,
+) -> dict[str, Any]:
+    """The decoder probe on the pair that maps onto the teacher's last layer (the states its decoder
+    reads); `ours`/`theirs` are the clips' states when already computed."""
+    pairs, k = heads.pairs, student.config.k
+    last = max(range(len(pairs)), key=lambda j: pairs[j][1])
+    if pairs[last][1] != teacher.num_layers:
+        return {"skipped": f"the layer map does not reach the teacher's last layer ({teacher.num_layers})."}
+    s, t = pairs[last]
+    student_side = ours[s] if ours is not None else student_states(student, clips, [s], config)[s]
+    teacher_side = theirs[t] if theirs is not None else teacher_states(teacher, clips, [t], k)[t]
+    return decoder_probe(teacher, heads, last, clips, student_side, teacher_side, k, progress)

@@ -3,9 +3,9 @@
 It reads the very files the registry installs: the CTranslate2 Whisper folder the teacher is converted
 from, and the GGUF the student LLM is dequantized from (`aura.registry.native_files`). The prompt is the
 torch systems' own: rendered with the LLM's chat template (and its default system prompt) and tokenized
-by its Hugging Face tokenizer exactly as `aura.eval.evaluate.ChatLLM` does, and the token ids go to llama.cpp;
+by its Hugging Face tokenizer exactly as `aura.eval.systems.ChatLLM` does, and the token ids go to llama.cpp;
 decoding is greedy without repetition penalty, and the answer is detokenized and stopped the way
-`aura.infer.aura_model.Decoding` does it. So this system differs from `cascade` only in the two runtimes.
+`aura.infer.decoding.Decoding` does it. So this system differs from `cascade` only in the two runtimes.
 
 llama-cpp-python's `Llama` keeps the previous prompt's KV cache and reuses its longest common prefix with
 the next prompt; every request resets it first, so each answer pays its whole prefill, as a new spoken
@@ -22,8 +22,9 @@ import numpy as np
 import torch
 from transformers import AutoTokenizer, PreTrainedTokenizerBase
 
-from aura.eval.evaluate import ASR_TASK, EvalError, EvalItem, System, chat_prompt_ids
-from aura.infer.aura_model import GenerationRequest, _Row, stop_token_ids
+from aura.eval.items import ASR_TASK, EvalError, EvalItem
+from aura.eval.systems import System, chat_prompt_ids
+from aura.infer.decoding import GenerationRequest, Row, stop_token_ids
 from aura.registry import MODELS, native_files, resolve_model
 
 INSTALL_HINT = (
@@ -99,7 +100,7 @@ class LlamaCppChat:
 
     def stream(self, prompt: str) -> Iterator[str]:
         ids = chat_prompt_ids(self.tokenizer, prompt)
-        row = _Row(self.tokenizer, GenerationRequest(messages=[], max_new_tokens=self.max_new_tokens), "cpu")
+        row = Row(self.tokenizer, GenerationRequest(messages=[], max_new_tokens=self.max_new_tokens), "cpu")
         self.llama.reset()  # forget the previous prompt: no KV prefix reuse across requests
         for token in self.llama.generate(ids, temp=0.0, repeat_penalty=1.0, reset=True):
             if token in self.stop_ids:

@@ -1,305 +1,37 @@
-"""Inference over a trained AuRA checkpoint: batched generation with a KV cache, streaming, export.
+"""A trained AuRA checkpoint answering: requests from `generate` arguments, batched runs (LoRA switched off
+for rows without audio), streaming, and export.
 
-Only the LLM (+ LoRA) and the audio embedding layer run here; the Whisper teacher is never loaded.
-The prompt goes through the LLM once as `inputs_embeds` with the student's 4-D mask (bidirectional
-inside audio spans, causal elsewhere, padding masked), then each new token is fed as an id against the
-cached keys/values. transformers' own `generate` is not used because it rebuilds a causal mask from
-the 2-D padding mask and would lose the bidirectional audio spans.
+Only the LLM (+ LoRA) and the audio embedding layer run here; the Whisper teacher is never loaded. The
+token loop is `aura.infer.decoding.Decoding`.
 """
 
 from __future__ import annotations
 
 import contextlib
 import math
-import random
 import threading
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 import torch
-import yaml
 from peft import PeftModel
-from safetensors.torch import load_file
-from transformers import DynamicCache, PreTrainedModel, PreTrainedTokenizerBase
 
-from aura import registry
 from aura.audio.features import WINDOW_SAMPLES, AudioSource, encoder_frames, load_audio
-from aura.config import AuraConfig, load_config
-from aura.data.tasks import ASR_PROMPTS
-from aura.model.audio_expert import AudioExpert
-from aura.model.embedding import AudioEmbedding
-from aura.model.llm import CACHE_KWARG, load_llm
-from aura.model.student import (
-    AUDIO_PLACEHOLDER,
-    CONFIG_FILE,
-    EMBEDDING_FILE,
-    AuraStudent,
-    CheckpointError,
-    StudentBatch,
+from aura.config import AuraConfig
+from aura.infer.decoding import (
+    Decoding,
+    GenerationRequest,
+    GenerationResult,
+    stop_token_ids,
 )
-
-# the first of the prompts the ASR task trains on, so transcription requests look like training data
-TRANSCRIBE_PROMPT = ASR_PROMPTS[0]
-TRAIN_CONFIG = "config.yaml"  # the training config `aura train` writes into RUN_DIR
-SEED_MIN, SEED_MAX = -(2**63), 2**64 - 1  # what torch.Generator.manual_seed accepts
-
-
-class RequestError(ValueError):
-    """A request that cannot run, naming the field at fault (the server answers it with a 400)."""
-
-    def __init__(self, field: str, message: str) -> None:
-        super().__init__(message)
-        self.field = field
-
-
-# the dtypes a checkpoint can be loaded in, by the names `--dtype` takes
-DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
-
-
-def parse_dtype(name: str) -> torch.dtype:
-    """`--dtype NAME` -> torch dtype; an unknown name is a ValueError listing the choices."""
-    if name not in DTYPES:
-        raise ValueError(f"--dtype {name!r}: choose one of {', '.join(DTYPES)}.")
-    return DTYPES[name]
-
-
-@dataclass
-class GenerationRequest:
-    """One conversation to continue: chat turns whose text holds one `<audio>` per entry of `audio`."""
-
-    messages: list[dict[str, str]]
-    audio: list[np.ndarray] = field(default_factory=list)
-    max_new_tokens: int = 256
-    temperature: float = 0.0  # 0 = greedy (deterministic)
-    top_p: float = 1.0
-    seed: int | None = None
-
-    def validate(self) -> None:
-        """Raise `RequestError` naming the first field out of range: checked before a request joins a
-        batch, so one bad value fails only its own request."""
-
-        def bad(name: str, why: str) -> RequestError:
-            return RequestError(name, f"{name} {why}")
-
-        if isinstance(self.max_new_tokens, bool) or not isinstance(self.max_new_tokens, int):
-            raise bad("max_new_tokens", f"must be an integer, got {self.max_new_tokens!r}.")
-        if self.max_new_tokens < 1:
-            raise bad("max_new_tokens", f"must be at least 1, got {self.max_new_tokens}.")
-        if not (isinstance(self.temperature, int | float) and 0 <= self.temperature < math.inf):
-            raise bad("temperature", f"must be a finite number >= 0 (0 = greedy), got {self.temperature!r}.")
-        if not (isinstance(self.top_p, int | float) and 0 < self.top_p <= 1):
-            raise bad("top_p", f"must be in (0, 1], got {self.top_p!r}.")
-        if self.seed is not None and (
-            isinstance(self.seed, bool)
-            or not isinstance(self.seed, int)
-            or not SEED_MIN <= self.seed <= SEED_MAX
-        ):
-            raise bad("seed", f"must be an integer from {SEED_MIN} to {SEED_MAX}, got {self.seed!r}.")
-        for i, message in enumerate(self.messages):
-            if not isinstance(message.get("role"), str) or not isinstance(message.get("content"), str):
-                raise bad(f"messages[{i}]", "needs a string `role` and a string `content`.")
-        for i, wave in enumerate(self.audio):
-            if not isinstance(wave, np.ndarray) or wave.ndim != 1 or wave.size == 0:
-                raise bad(f"audio[{i}]", "must be a non-empty 1-D 16-kHz float waveform.")
-
-
-@dataclass
-class GenerationResult:
-    text: str
-    prompt_tokens: int
-    completion_tokens: int
-    finish_reason: str  # "stop" (end-of-turn token) or "length" (max_new_tokens reached)
-
+from aura.model import checkpoint
+from aura.model.batching import StudentBatch
+from aura.model.llm import load_llm
+from aura.model.prompt import AUDIO_PLACEHOLDER, TRANSCRIBE_PROMPT, audio_first
+from aura.model.student import AuraStudent
 
 OnText = Callable[[int, str], bool]  # (row, new text) -> keep generating this row?
-
-
-class _Row:
-    """Per-row decoding state: tokens so far and how much of their text was already handed out."""
-
-    def __init__(self, tokenizer: PreTrainedTokenizerBase, request: GenerationRequest, device: torch.device):
-        self.tokenizer, self.request = tokenizer, request
-        self.tokens: list[int] = []
-        self.emitted = ""
-        self.finish: str | None = None
-        self.generator = torch.Generator(device=device)
-        self.generator.manual_seed(request.seed if request.seed is not None else random.getrandbits(63))
-
-    def text(self) -> str:
-        return self.tokenizer.decode(self.tokens, skip_special_tokens=True)
-
-    def new_text(self, final: bool) -> str:
-        """Text not yet handed out; a trailing partial UTF-8 character waits for its next token."""
-        text = self.text()
-        if not final and text.endswith("\ufffd"):
-            return ""
-        piece = text[len(self.emitted) :] if text.startswith(self.emitted) else ""
-        self.emitted = text
-        return piece
-
-
-def _sample(logits: torch.Tensor, rows: list[_Row]) -> torch.Tensor:
-    """Next token per row: argmax when temperature is 0, else nucleus sampling with the row's generator."""
-    chosen = logits.argmax(-1)
-    for i, row in enumerate(rows):
-        temperature, top_p = row.request.temperature, row.request.top_p
-        if temperature <= 0:
-            continue
-        probs = torch.softmax(logits[i].float() / temperature, dim=-1)
-        sorted_probs, order = probs.sort(descending=True)
-        # keep the smallest prefix whose mass reaches top_p (always at least the top token)
-        outside = sorted_probs.cumsum(0) - sorted_probs >= top_p
-        sorted_probs = sorted_probs.masked_fill(outside, 0.0)
-        pick = torch.multinomial(sorted_probs, 1, generator=row.generator)
-        chosen[i] = order[pick[0]]
-    return chosen
-
-
-class Decoding:
-    """One batch being generated: iterate it for `(row, text piece)` as tokens arrive, then `results()`.
-
-    The prompt runs once, then one token per step for the whole batch until every row stops. Rows that
-    finish early keep their slot (their outputs are ignored): the cache is one tensor per layer, and
-    shrinking it would cost more than the few wasted positions. Iterating in the caller's thread is what
-    lets a caller time the first token.
-    """
-
-    def __init__(
-        self,
-        llm: PreTrainedModel,
-        tokenizer: PreTrainedTokenizerBase,
-        prefill: StudentBatch,
-        requests: list[GenerationRequest],
-        stop_ids: set[int],
-        on_finish: Callable[[int], None] | None = None,
-        expert: AudioExpert | None = None,
-    ) -> None:
-        self.llm, self.prefill, self.stop_ids, self.requests = llm, prefill, stop_ids, requests
-        # audio-expert adapters act in the prompt's audio positions; every generated token is text
-        self.expert = expert
-        self.rows = [_Row(tokenizer, request, prefill.embeds.device) for request in requests]
-        self.on_finish = on_finish  # called with the row index as soon as that row is complete
-
-    def cancel(self, row: int) -> None:
-        """Stop generating for `row` (its client went away); the rest of the batch carries on."""
-        self.rows[row].finish = self.rows[row].finish or "stop"
-
-    @torch.inference_mode()
-    def __iter__(self) -> Iterator[tuple[int, str]]:
-        prefill, rows, llm = self.prefill, self.rows, self.llm
-        device = prefill.embeds.device
-        batch = len(rows)
-        index = torch.arange(batch, device=device)
-        neg = torch.finfo(prefill.mask.dtype).min
-        # a plain cache keeps every layer's full keys/values: the custom 4-D masks span the whole
-        # sequence, which a sliding-window cache layer (Gemma 3) would cut short
-        cache = DynamicCache()
-        # the next-token logits sit at each row's last real token (rows may be right-padded); the LM head
-        # runs on those positions only: over the whole prompt it would cost a fifth of a 135M model's prefill
-        last = torch.tensor([n - 1 for n in prefill.lengths], device=device)
-        keep = torch.unique(last)  # sorted
-        with self.expert.at(prefill.audio_mask) if self.expert else contextlib.nullcontext():
-            out = llm(
-                inputs_embeds=prefill.embeds,
-                attention_mask=prefill.mask,
-                position_ids=prefill.positions,
-                **{CACHE_KWARG: cache},
-                use_cache=True,
-                logits_to_keep=keep,
-            )
-        logits = out.logits[index, torch.searchsorted(keep, last)]
-        position = prefill.positions[index, last] + 1
-        valid = prefill.valid
-        for _ in range(max(row.request.max_new_tokens for row in rows)):
-            tokens = _sample(logits, rows)
-            for i, row in enumerate(rows):
-                if row.finish is not None:
-                    continue
-                token = int(tokens[i])
-                if token in self.stop_ids:
-                    row.finish = "stop"
-                else:
-                    row.tokens.append(token)
-                    if len(row.tokens) >= row.request.max_new_tokens:
-                        row.finish = "length"
-                piece = row.new_text(final=row.finish is not None)
-                if piece:
-                    yield i, piece
-                if row.finish is not None and self.on_finish is not None:
-                    self.on_finish(i)
-            if all(row.finish is not None for row in rows):
-                return
-            valid = torch.cat([valid, torch.ones(batch, 1, dtype=torch.bool, device=device)], dim=1)
-            mask = torch.zeros(batch, 1, 1, valid.shape[1], dtype=prefill.mask.dtype, device=device)
-            mask.masked_fill_(~valid[:, None, None, :], neg)
-            with self.expert.at(None) if self.expert else contextlib.nullcontext():
-                out = llm(
-                    input_ids=tokens[:, None],
-                    attention_mask=mask,
-                    position_ids=position[:, None],
-                    **{CACHE_KWARG: cache},
-                    use_cache=True,
-                )
-            logits = out.logits[:, -1]
-            position = position + 1
-
-    def result(self, row: int) -> GenerationResult:
-        state = self.rows[row]
-        return GenerationResult(
-            text=state.text(),
-            prompt_tokens=self.prefill.lengths[row],
-            completion_tokens=len(state.tokens),
-            finish_reason=state.finish or "length",
-        )
-
-    def results(self) -> list[GenerationResult]:
-        return [self.result(row) for row in range(len(self.rows))]
-
-
-def stop_token_ids(llm: PreTrainedModel | None, tokenizer: PreTrainedTokenizerBase) -> set[int]:
-    """End-of-sequence and end-of-turn ids: the tokenizer's, the generation config's (when there is an
-    LLM object, not only a GGUF file) and the chat end token."""
-    ids: set[int] = set()
-    config = getattr(llm, "generation_config", None)
-    for value in (tokenizer.eos_token_id, getattr(config, "eos_token_id", None)):
-        if isinstance(value, int):
-            ids.add(value)
-        elif isinstance(value, list | tuple):
-            ids.update(int(v) for v in value)
-    for token in ("<|im_end|>", "<|eot_id|>", "<end_of_turn>", "<|endoftext|>"):
-        token_id = tokenizer.convert_tokens_to_ids(token)
-        if isinstance(token_id, int) and token_id != tokenizer.unk_token_id and token_id >= 0:
-            ids.add(token_id)
-    return ids
-
-
-def checkpoint_folder(name_or_path: str | Path) -> Path:
-    """A folder holding `aura_config.yaml`: the path itself, RUN_DIR/final, or a registered checkpoint name."""
-    path = Path(name_or_path).expanduser()
-    if path.is_dir():
-        for candidate in (path, path / "final"):
-            if (candidate / CONFIG_FILE).is_file():
-                return candidate
-        raise CheckpointError(
-            f"{path}: not an AuRA checkpoint (no {CONFIG_FILE} in it or in {path / 'final'}). "
-            "Give a RUN_DIR from `aura train`, its final/ folder, or a folder written by `aura export`."
-        )
-    if not path.is_absolute() and len(path.parts) == 1:  # a shipped checkpoint's registry name
-        return checkpoint_folder(registry.resolve_checkpoint(str(name_or_path)))
-    raise CheckpointError(
-        f"{name_or_path!r}: no such checkpoint folder. Give a RUN_DIR from `aura train`, its final/ folder, "
-        "or a folder written by `aura export`."
-    )
-
-
-def run_folders(model: str | Path) -> tuple[Path, Path]:
-    """(inference checkpoint folder, run directory) for RUN_DIR, RUN_DIR/final or a shipped name. The run
-    directory holds the training-only files (heads, config.yaml); a shipped checkpoint keeps them inside."""
-    folder = checkpoint_folder(model)
-    run_dir = folder.parent if folder.name == "final" else folder
-    return folder, run_dir
 
 
 class AuraModel:
@@ -345,11 +77,12 @@ class AuraModel:
         1.4x faster (`benchmarks/merge.py`), and text-only requests get the speech-tuned LLM. A merged
         `aura export` folder has no adapter left to switch off.
         """
-        folder = checkpoint_folder(name_or_path)
-        if not (folder / "adapter_config.json").is_file() and (folder / "config.json").is_file():
+        folder, run_dir = checkpoint.run_folders(name_or_path)
+        base_llm = checkpoint.base_llm_folder(folder)
+        if checkpoint.is_merged(folder):
             student = _load_merged(folder, dtype, device)
-        elif (folder / "llm").is_dir():  # `aura export` without --merge: base LLM shipped alongside
-            llm, tokenizer = load_llm(folder / "llm", dtype=dtype, device=device)
+        elif base_llm is not None:  # `aura export` without --merge: base LLM shipped alongside
+            llm, tokenizer = load_llm(base_llm, dtype=dtype, device=device)
             student = AuraStudent.from_pretrained(
                 folder, dtype=dtype, device=device, llm=llm, tokenizer=tokenizer
             )
@@ -357,10 +90,7 @@ class AuraModel:
             student = AuraStudent.from_pretrained(folder, dtype=dtype, device=device)
         if merge and student.mergeable:
             student.merge_lora()
-        run_dir = folder.parent if folder.name == "final" else folder
-        config_path = run_dir / TRAIN_CONFIG
-        train_config = load_config(config_path) if config_path.is_file() else None
-        return cls(student, name=run_dir.name, train_config=train_config)
+        return cls(student, name=run_dir.name, train_config=checkpoint.read_train_config(run_dir))
 
     # ---------------------------------------------------------------- requests
     def request(
@@ -383,21 +113,12 @@ class AuraModel:
         waves = [load_audio(clip) for clip in clips]
         if prompt is None and waves:
             prompt = TRANSCRIBE_PROMPT
-        prompt = prompt or ""
-        if waves and AUDIO_PLACEHOLDER not in prompt:
-            prompt = "\n".join([AUDIO_PLACEHOLDER] * len(waves) + [prompt]).rstrip("\n")
+        prompt = audio_first(prompt, clips=len(waves))
         system = system if system is not None else self.system_prompt
         messages = ([{"role": "system", "content": system}] if system else []) + [
             {"role": "user", "content": prompt}
         ]
-        return GenerationRequest(
-            messages=messages,
-            audio=waves,
-            max_new_tokens=max_new_tokens,
-            temperature=temperature,
-            top_p=top_p,
-            seed=seed,
-        )
+        return GenerationRequest(messages, waves, max_new_tokens, temperature, top_p, seed)
 
     def generate(
         self,
@@ -560,9 +281,9 @@ class AuraModel:
             self.tokenizer.save_pretrained(out)
         else:
             self.student.save_pretrained(out)
-            self._save_base_llm(out / "llm")
+            self._save_base_llm(out / checkpoint.BASE_LLM_DIR)
         if self.train_config is not None:  # the run's settings travel with it (its system prompt above all)
-            self.train_config.save(out / TRAIN_CONFIG)
+            self.train_config.save(out / checkpoint.TRAIN_CONFIG)
         return out
 
     def _save_base_llm(self, folder: Path) -> None:
@@ -579,12 +300,10 @@ class AuraModel:
 
 def _load_merged(folder: Path, dtype: torch.dtype, device: str | torch.device) -> AuraStudent:
     """A merged export: the LLM is the folder itself and there is no adapter to apply."""
-    meta = yaml.safe_load((folder / CONFIG_FILE).read_text())
-    config = AuraConfig.from_dict({"model": meta["model"]}, source=str(folder / CONFIG_FILE)).model
+    meta = checkpoint.read_meta(folder)
     llm, tokenizer = load_llm(folder, dtype=dtype, device=device)
-    audio = AudioEmbedding(**meta["audio"])
-    audio.load_state_dict(load_file(folder / EMBEDDING_FILE))
+    audio = checkpoint.read_audio(folder, meta)
     student = AuraStudent(
-        llm, tokenizer, audio.to(device=device, dtype=dtype), config, meta["num_blocks"], meta["n_mels"]
+        llm, tokenizer, audio.to(device=device, dtype=dtype), meta.model, meta.num_blocks, meta.n_mels
     )
     return student.eval()

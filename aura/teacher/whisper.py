@@ -26,7 +26,7 @@ from aura.audio.features import (
     load_audio,
     log_mel_batch,
 )
-from aura.model.llm import CACHE_KWARG
+from aura.compat import CACHE_KWARG
 from aura.registry import resolve_model
 
 Wave = np.ndarray | torch.Tensor

@@ -20,8 +20,8 @@ from transformers import (
     WhisperTokenizer,
 )
 
+from aura.convert.ct2 import CT2FormatError, ct2_to_whisper, read_ct2
 from aura.registry import MODELS
-from aura.teacher.ct2 import CT2FormatError, ct2_to_whisper, read_ct2
 
 SPECIALS = [
     "<|endoftext|>",

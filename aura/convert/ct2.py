@@ -16,6 +16,7 @@ import tempfile
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -101,8 +102,25 @@ def read_ct2(parts: Path | str | Sequence[Path | str]) -> CT2Model:
         )
     spec = cur.string("the spec name")
     (revision,) = cur.unpack("I", "the spec revision")
-    (count,) = cur.unpack("I", "the number of variables")
+    raw = _read_variables(cur, source)
+    (num_aliases,) = cur.unpack("I", "the number of aliases")
+    aliases = {}
+    for _ in range(num_aliases):
+        alias = cur.string("an alias name")
+        aliases[alias] = cur.string(f"the target of alias {alias}")
+    if cur.pos != len(cur.data):
+        raise CT2FormatError(f"{source}: {len(cur.data) - cur.pos} unexpected bytes after the aliases")
+    variables = _dequantized(raw)
+    for alias, target in aliases.items():
+        if target not in variables:
+            raise CT2FormatError(f"{source}: alias {alias} points to missing variable {target}")
+        variables[alias] = variables[target]
+    return CT2Model(spec=spec, revision=revision, variables=variables)
 
+
+def _read_variables(cur: _Cursor, source: str) -> dict[str, tuple[np.ndarray, int]]:
+    """The stored variables as written: (array, CTranslate2 dtype id) by name."""
+    (count,) = cur.unpack("I", "the number of variables")
     raw: dict[str, tuple[np.ndarray, int]] = {}
     for index in range(count):
         name = cur.string(f"the name of variable {index}")
@@ -116,15 +134,11 @@ def read_ct2(parts: Path | str | Sequence[Path | str]) -> CT2Model:
             raise CT2FormatError(f"{source}: variable {name} of shape {shape} declares {nbytes} bytes")
         array = np.frombuffer(cur.take(nbytes, f"the data of {name}"), dtype=dtype).reshape(shape)
         raw[name] = (array, type_id)
+    return raw
 
-    (num_aliases,) = cur.unpack("I", "the number of aliases")
-    aliases = {}
-    for _ in range(num_aliases):
-        alias = cur.string("an alias name")
-        aliases[alias] = cur.string(f"the target of alias {alias}")
-    if cur.pos != len(cur.data):
-        raise CT2FormatError(f"{source}: {len(cur.data) - cur.pos} unexpected bytes after the aliases")
 
+def _dequantized(raw: dict[str, tuple[np.ndarray, int]]) -> dict[str, np.ndarray]:
+    """Float32 weights (int8 rows divided by their `_scale`); integer scalars kept as they are."""
     variables: dict[str, np.ndarray] = {}
     for name, (array, type_id) in raw.items():
         if name.endswith("_scale") and name[: -len("_scale")] in raw:
@@ -139,11 +153,7 @@ def read_ct2(parts: Path | str | Sequence[Path | str]) -> CT2Model:
             factors = _to_float32(*scale)
             value = value / factors.reshape((-1,) + (1,) * (value.ndim - 1))
         variables[name] = value
-    for alias, target in aliases.items():
-        if target not in variables:
-            raise CT2FormatError(f"{source}: alias {alias} points to missing variable {target}")
-        variables[alias] = variables[target]
-    return CT2Model(spec=spec, revision=revision, variables=variables)
+    return variables
 
 
 def _linear(state: dict[str, torch.Tensor], v: dict[str, np.ndarray], src: str, dst: str) -> None:
@@ -248,12 +258,7 @@ def ct2_to_whisper(model_bin_parts: Sequence[Path], ct2_dir: Path, out_dir: Path
     holds CT2's `config.json` and `tokenizer.json`. The folder is written to a temporary sibling and
     renamed at the end, so an interrupted conversion never leaves a half-written `out_dir`.
     """
-    from transformers import (
-        GenerationConfig,
-        WhisperConfig,
-        WhisperFeatureExtractor,
-        WhisperForConditionalGeneration,
-    )
+    from transformers import WhisperForConditionalGeneration
 
     ct2_dir, out_dir = Path(ct2_dir), Path(out_dir)
     if out_dir.exists() and (not out_dir.is_dir() or any(out_dir.iterdir())):
@@ -266,65 +271,77 @@ def ct2_to_whisper(model_bin_parts: Sequence[Path], ct2_dir: Path, out_dir: Path
     if model.spec != "WhisperSpec":
         raise CT2FormatError(f"{model_bin_parts[0]}: a CTranslate2 {model.spec} model, not a Whisper model")
     v = model.variables
-
     token_ids = {t["content"]: t["id"] for t in tokenizer_json.get("added_tokens", []) if t.get("special")}
     needed = ["<|endoftext|>", "<|startoftranscript|>", "<|notimestamps|>", "<|startofprev|>"]
     if missing := [t for t in needed if t not in token_ids]:
         raise CT2FormatError(f"{ct2_dir / 'tokenizer.json'}: no Whisper special tokens {missing}")
-    eot, sot = token_ids["<|endoftext|>"], token_ids["<|startoftranscript|>"]
-    no_timestamps = token_ids["<|notimestamps|>"]
-
     try:  # a file that claims WhisperSpec but lacks a variable is damaged
-        d, n_mels, _ = v["encoder/conv1/weight"].shape
-        vocab_size = v["decoder/embeddings/weight"].shape[0]
-        # OpenAI's convention (also HF's): English-only checkpoints have 51864 tokens, multilingual ≥ 51865.
-        multilingual = vocab_size >= 51865
-        max_length = v["decoder/position_encodings/encodings"].shape[0]
-        config = WhisperConfig(
-            vocab_size=vocab_size,
-            num_mel_bins=n_mels,
-            d_model=d,
-            encoder_layers=_count_layers(v, "encoder"),
-            decoder_layers=_count_layers(v, "decoder"),
-            encoder_attention_heads=int(v["encoder/num_heads"]),
-            decoder_attention_heads=int(v["decoder/num_heads"]),
-            encoder_ffn_dim=v["encoder/layer_0/ffn/linear_0/weight"].shape[0],
-            decoder_ffn_dim=v["decoder/layer_0/ffn/linear_0/weight"].shape[0],
-            max_source_positions=v["encoder/position_encodings/encodings"].shape[0],
-            max_target_positions=max_length,
-            bos_token_id=eot,
-            eos_token_id=eot,
-            pad_token_id=eot,
-            decoder_start_token_id=sot,
-            suppress_tokens=ct2_config.get("suppress_ids"),
-            begin_suppress_tokens=ct2_config.get("suppress_ids_begin"),
-            tie_word_embeddings=bool(
-                np.array_equal(v["decoder/embeddings/weight"], v["decoder/projection/weight"])
-            ),
-        )
-        state = _whisper_state_dict(v, d)
+        config = _whisper_config(v, ct2_config, token_ids)
+        state = _whisper_state_dict(v, config.d_model)
     except KeyError as err:
         raise CT2FormatError(f"{model_bin_parts[0]}: Whisper variable {err} is missing") from err
     hf_model = WhisperForConditionalGeneration(config)
     hf_model.load_state_dict(state, strict=True)
+    hf_model.generation_config = _generation_config(config, ct2_config, token_ids)
+    no_timestamps = token_ids["<|notimestamps|>"]
+    tokenizer = _build_tokenizer(ct2_dir / "tokenizer.json", config.vocab_size, no_timestamps + 1)
+    _write_folder(out_dir, hf_model, tokenizer, config.num_mel_bins)
 
-    id_to_token = {i: t for t, i in token_ids.items()}
+
+def _whisper_config(v: dict[str, np.ndarray], ct2_config: dict, token_ids: dict[str, int]) -> Any:
+    """The transformers `WhisperConfig` the variables' shapes and CT2's config describe."""
+    from transformers import WhisperConfig
+
+    eot, sot = token_ids["<|endoftext|>"], token_ids["<|startoftranscript|>"]
+    d, n_mels, _ = v["encoder/conv1/weight"].shape
+    return WhisperConfig(
+        vocab_size=v["decoder/embeddings/weight"].shape[0],
+        num_mel_bins=n_mels,
+        d_model=d,
+        encoder_layers=_count_layers(v, "encoder"),
+        decoder_layers=_count_layers(v, "decoder"),
+        encoder_attention_heads=int(v["encoder/num_heads"]),
+        decoder_attention_heads=int(v["decoder/num_heads"]),
+        encoder_ffn_dim=v["encoder/layer_0/ffn/linear_0/weight"].shape[0],
+        decoder_ffn_dim=v["decoder/layer_0/ffn/linear_0/weight"].shape[0],
+        max_source_positions=v["encoder/position_encodings/encodings"].shape[0],
+        max_target_positions=v["decoder/position_encodings/encodings"].shape[0],
+        bos_token_id=eot,
+        eos_token_id=eot,
+        pad_token_id=eot,
+        decoder_start_token_id=sot,
+        suppress_tokens=ct2_config.get("suppress_ids"),
+        begin_suppress_tokens=ct2_config.get("suppress_ids_begin"),
+        tie_word_embeddings=bool(
+            np.array_equal(v["decoder/embeddings/weight"], v["decoder/projection/weight"])
+        ),
+    )
+
+
+def _generation_config(config: Any, ct2_config: dict, token_ids: dict[str, int]) -> Any:
+    """Whisper's generation settings (special tokens, suppression, languages for a multilingual model)."""
+    from transformers import GenerationConfig
+
+    eot, sot = token_ids["<|endoftext|>"], token_ids["<|startoftranscript|>"]
+    # OpenAI's convention (also HF's): English-only checkpoints have 51864 tokens, multilingual ≥ 51865.
+    multilingual = config.vocab_size >= 51865
     generation = GenerationConfig(
         decoder_start_token_id=sot,
         bos_token_id=eot,
         eos_token_id=eot,
         pad_token_id=eot,
-        max_length=max_length,
+        max_length=config.max_target_positions,
         suppress_tokens=ct2_config.get("suppress_ids", []),
         begin_suppress_tokens=ct2_config.get("suppress_ids_begin", []),
         alignment_heads=ct2_config.get("alignment_heads", []),
-        no_timestamps_token_id=no_timestamps,
+        no_timestamps_token_id=token_ids["<|notimestamps|>"],
         prev_sot_token_id=token_ids["<|startofprev|>"],
         max_initial_timestamp_index=50,
         return_timestamps=False,
         is_multilingual=multilingual,
     )
     if multilingual:
+        id_to_token = {i: t for t, i in token_ids.items()}
         generation.lang_to_id = {
             id_to_token[i]: i for i in ct2_config.get("lang_ids", []) if i in id_to_token
         }
@@ -332,9 +349,12 @@ def ct2_to_whisper(model_bin_parts: Sequence[Path], ct2_dir: Path, out_dir: Path
     # transformers 5 regenerates a generation config that is marked as derived from the model config,
     # dropping lang_to_id & co, so generate(language="en") would fail after reloading.
     generation._from_model_config = False
-    hf_model.generation_config = generation
+    return generation
 
-    tokenizer = _build_tokenizer(ct2_dir / "tokenizer.json", vocab_size, no_timestamps + 1)
+
+def _write_folder(out_dir: Path, hf_model: Any, tokenizer: Any, n_mels: int) -> None:
+    """Model, tokenizer and feature extractor into a temporary sibling of `out_dir`, renamed when whole."""
+    from transformers import WhisperFeatureExtractor
 
     out_dir.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(dir=out_dir.parent, prefix=f".{out_dir.name}."))

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from aura.eval.metrics import (
+from aura.metrics import (
     clip_wer,
     contains_answer,
     error_rates,
