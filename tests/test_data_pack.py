@@ -6,8 +6,10 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from typer.testing import CliRunner
 
 from aura.audio.features import SAMPLE_RATE, load_audio
+from aura.cli import app
 from aura.data.manifest import read_manifest
 from aura.data.pack import GAP_SECONDS, pack_manifest, plan_packs
 from tests.conftest import make_manifest
@@ -41,3 +43,26 @@ def test_plan_is_seeded_and_lengths_are_checked() -> None:
     assert plan_packs(durations, 5.0, 12.0, seed=1) != plan_packs(durations, 5.0, 12.0, seed=2)
     with pytest.raises(ValueError, match="one teacher window"):
         plan_packs(durations, 10.0, 45.0, seed=0)
+
+
+def test_cli_packs_and_names_a_bad_manifest(tmp_path: Path) -> None:
+    source = make_manifest(tmp_path / "data", count=6)
+    runner = CliRunner()
+    result = runner.invoke(
+        app,
+        [
+            "data",
+            "pack",
+            str(source),
+            "--out",
+            str(tmp_path / "p"),
+            "--min-seconds",
+            "2",
+            "--max-seconds",
+            "4",
+        ],
+    )
+    assert result.exit_code == 0, result.output
+    assert len(read_manifest(tmp_path / "p" / "manifest.jsonl")) >= 2
+    result = runner.invoke(app, ["data", "pack", str(tmp_path / "none.jsonl"), "--out", str(tmp_path / "q")])
+    assert result.exit_code == 2 and "none.jsonl" in result.output

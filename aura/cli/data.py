@@ -1,4 +1,4 @@
-"""`aura data check | synth | import`: speech manifests."""
+"""`aura data check | synth | import | pack`: speech manifests."""
 
 from __future__ import annotations
 
@@ -210,3 +210,26 @@ def data_import(
         raise typer.Exit(1) from err
     note = f"; {rejected} bad item(s) written to {Path(out) / 'rejects.jsonl'}" if rejected else ""
     console.print(f"wrote {count} example(s) to {path}{note}")
+
+
+@data_app.command("pack")
+def data_pack(
+    manifest: str = typer.Argument(
+        ..., help="Manifest of short clips (JSON lines), e.g. from `aura data synth`."
+    ),
+    out: str = typer.Option(..., "--out", help="Folder for the packed manifest.jsonl and its audio/."),
+    min_seconds: float = typer.Option(10.0, "--min-seconds", help="Shortest window length drawn."),
+    max_seconds: float = typer.Option(28.0, "--max-seconds", help="Longest window (at most 30 s)."),
+    seed: int = typer.Option(0, "--seed", help="Seeds the clip order, the window lengths and the pauses."),
+) -> None:
+    """Join short clips into long windows for distillation: the teacher pays per 30-s window, so one pass
+    yields the targets of every clip in it."""
+    from aura.data.manifest import ManifestError
+    from aura.data.pack import pack_manifest
+
+    try:
+        path = pack_manifest(manifest, out, min_seconds, max_seconds, seed)
+    except (ManifestError, FileNotFoundError, ValueError) as err:
+        err_console.print(f"[red]error:[/red] {err}")
+        raise typer.Exit(2) from err
+    console.print(f"{path}: packed {manifest}")
