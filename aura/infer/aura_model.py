@@ -13,6 +13,7 @@ import contextlib
 import math
 import random
 import threading
+from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -302,67 +303,41 @@ def run_folders(model: str | Path) -> tuple[Path, Path]:
     return folder, run_dir
 
 
-class AuraModel:
-    """A trained AuRA student ready to answer: `generate`, `stream`, batched `run_batch`, `export`.
-
-    Long audio: a clip over 30 s is cut into 30-s windows that go through the embedding layer one by
-    one, because Whisper's position table (which the embedding layer keeps) covers 30 s. Embedding
-    positions therefore restart in every window, while the LLM positions simply continue across the
-    windows; attention is bidirectional inside a window and causal from one window to the next.
+class ChatModel(ABC):
+    """What every backend answering `GenerationRequest`s shares: requests from `generate`'s arguments,
+    the chat-templated prompt cut at its audio, and the cheap length check a server runs before a
+    request joins a batch. A backend sets the attributes below and implements `run_batch` and `stream`.
     """
 
-    def __init__(
-        self, student: AuraStudent, name: str = "aura", train_config: AuraConfig | None = None
-    ) -> None:
-        self.student, self.name, self.train_config = student, name, train_config
-        # requests get the system prompt the run trained with (None = the chat template's default)
-        self.system_prompt = train_config.data.system_prompt if train_config is not None else None
-        self.tokenizer = student.tokenizer
-        self.stop_ids = stop_token_ids(student.llm, student.tokenizer)
-        # switching the adapter off is model-wide state: one batch at a time, whatever thread asks
-        self._running = threading.RLock()
+    name: str
+    tokenizer: PreTrainedTokenizerBase
+    system_prompt: str | None  # the system prompt the run trained with (None = the template's default)
+    audio_stride: int  # audio encoder frames per LLM position (the embedding layer's `k`)
+    context_length: int | None  # most prompt + new tokens the LLM takes (None = no known limit)
 
-    @property
-    def merged(self) -> bool:
-        """False while LoRA is a separate adapter (the default; text-only requests then bypass it)."""
-        return not isinstance(self.student.llm, PeftModel)
+    def render(self, messages: list[dict[str, str]]) -> str:
+        """Chat-templated text for `messages`, ending with the assistant's generation prompt."""
+        return self.tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
 
-    @classmethod
-    def from_pretrained(
-        cls,
-        name_or_path: str | Path,
-        *,
-        device: str | torch.device = "cpu",
-        dtype: torch.dtype = torch.float32,
-        merge: bool = False,
-    ) -> AuraModel:
-        """Load RUN_DIR, RUN_DIR/final or an `aura export` folder; never loads the teacher.
+    @abstractmethod
+    def run_batch(
+        self,
+        requests: Sequence[GenerationRequest],
+        on_text: OnText | None = None,
+        on_done: Callable[[int, GenerationResult], None] | None = None,
+    ) -> list[GenerationResult]:
+        """Answer `requests`; `on_text(row, piece)` returning False stops that row, `on_done(row, result)`
+        hands out each row's result as soon as it is complete."""
 
-        By default the adapter stays apart, so requests without audio run the exact base LLM: LoRA
-        trained on speech rewrites the text answers too (the shipped checkpoint merged answers "What is
-        the capital of France?" with the question itself). `merge=True` folds LoRA into the weights:
-        on the shipped checkpoint audio requests get their first token about 1.1x sooner and decode about
-        1.4x faster (`benchmarks/merge.py`), and text-only requests get the speech-tuned LLM. A merged
-        `aura export` folder has no adapter left to switch off.
-        """
-        folder = checkpoint_folder(name_or_path)
-        if not (folder / "adapter_config.json").is_file() and (folder / "config.json").is_file():
-            student = _load_merged(folder, dtype, device)
-        elif (folder / "llm").is_dir():  # `aura export` without --merge: base LLM shipped alongside
-            llm, tokenizer = load_llm(folder / "llm", dtype=dtype, device=device)
-            student = AuraStudent.from_pretrained(
-                folder, dtype=dtype, device=device, llm=llm, tokenizer=tokenizer
-            )
-        else:
-            student = AuraStudent.from_pretrained(folder, dtype=dtype, device=device)
-        if merge and student.mergeable:
-            student.merge_lora()
-        run_dir = folder.parent if folder.name == "final" else folder
-        config_path = run_dir / TRAIN_CONFIG
-        train_config = load_config(config_path) if config_path.is_file() else None
-        return cls(student, name=run_dir.name, train_config=train_config)
+    @abstractmethod
+    def stream(
+        self,
+        audio: AudioSource | Sequence[AudioSource] | None = None,
+        prompt: str | None = None,
+        **options: object,
+    ) -> Iterator[str]:
+        """Yield one request's answer as text pieces as they are produced (time the first one for TTFT)."""
 
-    # ---------------------------------------------------------------- requests
     def request(
         self,
         audio: AudioSource | Sequence[AudioSource] | None = None,
@@ -422,27 +397,10 @@ class AuraModel:
         requests = [self.request(a, p, **options) for a, p in zip(audios, prompts, strict=True)]  # type: ignore[arg-type]
         return [result.text for result in self.run_batch(requests)]
 
-    def stream(
-        self,
-        audio: AudioSource | Sequence[AudioSource] | None = None,
-        prompt: str | None = None,
-        **options: object,
-    ) -> Iterator[str]:
-        """Yield the answer's text pieces as they are produced (time the first one for TTFT).
-
-        One request: a list in `audio` means several clips for this one prompt (as in `request`).
-        """
-        request = self.request(audio, prompt, **options)  # type: ignore[arg-type]
-        with self._running:
-            decoding = self.decoding([request])
-            with self._adapter_for(decoding.requests):
-                for _, piece in decoding:
-                    yield piece
-
-    # ---------------------------------------------------------------- batches
+    # ---------------------------------------------------------------- prompts
     def _layout(self, request: GenerationRequest) -> tuple[list[str], list[np.ndarray]]:
         """The chat-templated prompt cut at its audio, with one piece boundary per 30-s window."""
-        pieces = self.student.render(request.messages).split(AUDIO_PLACEHOLDER)
+        pieces = self.render(request.messages).split(AUDIO_PLACEHOLDER)
         if len(pieces) - 1 != len(request.audio):
             raise ValueError(
                 f"the messages hold {len(pieces) - 1} {AUDIO_PLACEHOLDER} placeholders but {len(request.audio)} "
@@ -463,9 +421,9 @@ class AuraModel:
         request.validate()
         texts, windows = self._layout(request)
         text_tokens = sum(len(self.tokenizer(t, add_special_tokens=False)["input_ids"]) for t in texts if t)
-        audio_tokens = sum(math.ceil(encoder_frames(len(w)) / self.student.config.k) for w in windows)
+        audio_tokens = sum(math.ceil(encoder_frames(len(w)) / self.audio_stride) for w in windows)
         prompt = text_tokens + audio_tokens
-        limit = getattr(self.student.llm.config, "max_position_embeddings", None)
+        limit = self.context_length
         if limit is not None and prompt + request.max_new_tokens > limit:
             raise ValueError(
                 f"the prompt is {prompt} tokens ({audio_tokens} of them audio) and up to {request.max_new_tokens} "
@@ -474,6 +432,87 @@ class AuraModel:
             )
         return prompt
 
+
+class AuraModel(ChatModel):
+    """A trained AuRA student ready to answer: `generate`, `stream`, batched `run_batch`, `export`.
+
+    Long audio: a clip over 30 s is cut into 30-s windows that go through the embedding layer one by
+    one, because Whisper's position table (which the embedding layer keeps) covers 30 s. Embedding
+    positions therefore restart in every window, while the LLM positions simply continue across the
+    windows; attention is bidirectional inside a window and causal from one window to the next.
+    """
+
+    def __init__(
+        self, student: AuraStudent, name: str = "aura", train_config: AuraConfig | None = None
+    ) -> None:
+        self.student, self.name, self.train_config = student, name, train_config
+        # requests get the system prompt the run trained with (None = the chat template's default)
+        self.system_prompt = train_config.data.system_prompt if train_config is not None else None
+        self.tokenizer = student.tokenizer
+        self.audio_stride = student.config.k
+        self.context_length = getattr(student.llm.config, "max_position_embeddings", None)
+        self.stop_ids = stop_token_ids(student.llm, student.tokenizer)
+        # switching the adapter off is model-wide state: one batch at a time, whatever thread asks
+        self._running = threading.RLock()
+
+    @property
+    def merged(self) -> bool:
+        """False while LoRA is a separate adapter (the default; text-only requests then bypass it)."""
+        return not isinstance(self.student.llm, PeftModel)
+
+    @classmethod
+    def from_pretrained(
+        cls,
+        name_or_path: str | Path,
+        *,
+        device: str | torch.device = "cpu",
+        dtype: torch.dtype = torch.float32,
+        merge: bool = False,
+    ) -> AuraModel:
+        """Load RUN_DIR, RUN_DIR/final or an `aura export` folder; never loads the teacher.
+
+        By default the adapter stays apart, so requests without audio run the exact base LLM: LoRA
+        trained on speech rewrites the text answers too (the shipped checkpoint merged answers "What is
+        the capital of France?" with the question itself). `merge=True` folds LoRA into the weights:
+        on the shipped checkpoint audio requests get their first token about 1.1x sooner and decode about
+        1.4x faster (`benchmarks/merge.py`), and text-only requests get the speech-tuned LLM. A merged
+        `aura export` folder has no adapter left to switch off.
+        """
+        folder = checkpoint_folder(name_or_path)
+        if not (folder / "adapter_config.json").is_file() and (folder / "config.json").is_file():
+            student = _load_merged(folder, dtype, device)
+        elif (folder / "llm").is_dir():  # `aura export` without --merge: base LLM shipped alongside
+            llm, tokenizer = load_llm(folder / "llm", dtype=dtype, device=device)
+            student = AuraStudent.from_pretrained(
+                folder, dtype=dtype, device=device, llm=llm, tokenizer=tokenizer
+            )
+        else:
+            student = AuraStudent.from_pretrained(folder, dtype=dtype, device=device)
+        if merge and student.mergeable:
+            student.merge_lora()
+        run_dir = folder.parent if folder.name == "final" else folder
+        config_path = run_dir / TRAIN_CONFIG
+        train_config = load_config(config_path) if config_path.is_file() else None
+        return cls(student, name=run_dir.name, train_config=train_config)
+
+    def stream(
+        self,
+        audio: AudioSource | Sequence[AudioSource] | None = None,
+        prompt: str | None = None,
+        **options: object,
+    ) -> Iterator[str]:
+        """Yield the answer's text pieces as they are produced (time the first one for TTFT).
+
+        One request: a list in `audio` means several clips for this one prompt (as in `request`).
+        """
+        request = self.request(audio, prompt, **options)  # type: ignore[arg-type]
+        with self._running:
+            decoding = self.decoding([request])
+            with self._adapter_for(decoding.requests):
+                for _, piece in decoding:
+                    yield piece
+
+    # ---------------------------------------------------------------- batches
     def prefill(self, requests: Sequence[GenerationRequest]) -> StudentBatch:
         """Chat-template each request and splice its audio in (long clips as 30-s windows)."""
         texts, mels = [], []
