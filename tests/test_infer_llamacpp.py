@@ -158,7 +158,7 @@ def test_cli_generate_and_serve_with_llama_cpp(
 
 
 def test_clear_errors(folder: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    with pytest.raises(BackendError, match="not a llama.cpp export .* aura export --format gguf"):
+    with pytest.raises(BackendError, match="not a llama.cpp export .*`aura export --format gguf"):
         LlamaCppModel.from_pretrained(DEFAULT_CHECKPOINT)
     runner = CliRunner()
     result = runner.invoke(
