@@ -7,8 +7,12 @@ The checkpoint is exported once per base type (`aura export --format gguf --gguf
   with the torch backend's (float32, LoRA unmerged: the weights the registry's GGUF dequantizes to);
 - speed: a 5-s spoken question with a short text context, timed through `run_batch` from the moment the
   clip is in memory to the first text piece (log-mel, embedding layer, prefill, first token) and on to
-  exactly 32 tokens (end-of-turn ignored), 2 threads for both runtimes, interleaved round by round so
-  machine load hits all alike.
+  exactly 32 tokens (end-of-turn ignored), the same threads for both runtimes (2 by default),
+  interleaved round by round so machine load hits all alike.
+
+On a CPU shared with other jobs (more runnable threads than cores) give `--threads 1`: ggml's worker
+threads wait for each other spinning, so two of them that do not get their cores at the same time are
+several times slower than one.
 """
 
 from __future__ import annotations
@@ -31,7 +35,6 @@ from benchmarks.latency import CONTEXT
 
 BASE_TYPES = ("f32", "f16", "q8_0", "source")
 MAX_NEW_TOKENS = 32
-THREADS = 2
 
 
 def exported(model: AuraModel, base_type: str) -> Path:
@@ -75,20 +78,27 @@ def timed(model: ChatModel, request: GenerationRequest) -> tuple[float, float]:
     return (first[0] - start) * 1000, (result.completion_tokens - 1) / (end - first[0])
 
 
-def run(repeats: int = 5, model: str | None = None, agreement_clips: int = 12) -> dict:
-    torch.set_num_threads(THREADS)
+def run(
+    repeats: int = 5,
+    model: str | None = None,
+    agreement_clips: int = 12,
+    threads: int = 2,
+    base_types: tuple[str, ...] = BASE_TYPES,
+) -> dict:
+    torch.set_num_threads(threads)
     name = model or DEFAULT_CHECKPOINT
     reference = AuraModel.from_pretrained(name)
     backends: dict[str, ChatModel] = {"torch": reference}
     sizes = {}
-    for base_type in BASE_TYPES:
+    for base_type in base_types:
         folder = exported(reference, base_type)
         label = "llama.cpp-q4_1" if base_type == "source" else f"llama.cpp-{base_type}"
-        backends[label] = LlamaCppModel.from_pretrained(folder, threads=THREADS)
+        backends[label] = LlamaCppModel.from_pretrained(folder, threads=threads)
         sizes[label] = (folder / LLM_FILE).stat().st_size
     speech = WORK / "speech"
     clips(5.0, speech)  # synthesizes the held-out sentences once
     waves = [load_audio(p) for p in sorted((speech / "audio").glob("*.wav"))[:agreement_clips]]
+    print(f"greedy agreement on {len(waves)} clips", flush=True)
     answers = {
         label: [greedy_tokens(m, reference.request(w, max_new_tokens=MAX_NEW_TOKENS)) for w in waves]
         for label, m in backends.items()
@@ -112,14 +122,15 @@ def run(repeats: int = 5, model: str | None = None, agreement_clips: int = 12) -
     rate: dict[str, list[float]] = {label: [] for label in backends}
     for m in backends.values():  # warm-up
         timed(m, request)
-    for _ in range(repeats):
+    for round_ in range(repeats):
+        print(f"timing round {round_ + 1}/{repeats}", flush=True)
         for label, m in backends.items():
             first_ms, per_s = timed(m, request)
             ttft[label].append(first_ms)
             rate[label].append(per_s)
     result = {
         "checkpoint": name,
-        "threads": THREADS,
+        "threads": threads,
         "audio_seconds": 5.0,
         "max_new_tokens": MAX_NEW_TOKENS,
         "repeats": repeats,
@@ -140,8 +151,10 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--model", help=f"AuRA checkpoint (default: the shipped {DEFAULT_CHECKPOINT})")
     parser.add_argument("--clips", type=int, default=12, help="held-out clips for the greedy agreement")
+    parser.add_argument("--threads", type=int, default=2, help="CPU threads of torch and of llama.cpp")
+    parser.add_argument("--types", default=",".join(BASE_TYPES), help="base GGUF types to export and run")
     args = parser.parse_args()
-    run(args.repeats, args.model, args.clips)
+    run(args.repeats, args.model, args.clips, args.threads, tuple(args.types.split(",")))
 
 
 if __name__ == "__main__":
