@@ -18,6 +18,7 @@ BENCHMARKS = (
     "merge",
     "adapters",
     "serving",
+    "llamacpp",
     "synth_engines",
 )
 

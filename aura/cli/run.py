@@ -4,13 +4,43 @@ the HTTP API."""
 from __future__ import annotations
 
 import sys
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 from rich.table import Table
 
 from aura.cli.app import app, console
 from aura.registry import DEFAULT_CHECKPOINT
+
+if TYPE_CHECKING:
+    from aura.infer.chat import ChatModel
+
+_Backend = Annotated[
+    str,
+    typer.Option(
+        "--backend",
+        help="torch, or llama.cpp for a folder written by `aura export --format gguf` (llama-cpp-python).",
+    ),
+]
+
+
+def load_model(model: str, backend: str, merge: bool, dtype: str) -> ChatModel:
+    """The model `generate` and `serve` answer with, on the chosen backend."""
+    if backend == "llama.cpp":
+        from aura.infer.llamacpp import BackendError, LlamaCppModel
+
+        if merge or dtype != "float32":
+            raise BackendError(
+                "--merge and --dtype choose how torch runs the model; with --backend llama.cpp the LoRA "
+                "stays an adapter and the weights are the GGUF's (`aura export --gguf-type`)."
+            )
+        return LlamaCppModel.from_pretrained(model)
+    if backend != "torch":
+        raise typer.BadParameter(f"{backend!r}: choose torch or llama.cpp.", param_hint="--backend")
+    from aura.infer.aura_model import AuraModel
+    from aura.infer.decoding import parse_dtype
+
+    return AuraModel.from_pretrained(model, merge=merge, dtype=parse_dtype(dtype))
 
 
 @app.command()
@@ -52,12 +82,10 @@ def generate(
         "--dtype",
         help="Weights and activations: float32, bfloat16 (fast on CPUs with AMX/AVX512-BF16) or float16.",
     ),
+    backend: _Backend = "torch",
 ) -> None:
     """Answer a prompt about an audio clip with a trained AuRA model."""
-    from aura.infer.aura_model import AuraModel
-    from aura.infer.decoding import parse_dtype
-
-    aura_model = AuraModel.from_pretrained(model, dtype=parse_dtype(dtype))
+    aura_model = load_model(model, backend, merge=False, dtype=dtype)
     pieces = aura_model.stream(
         audio=audio or None,
         prompt=prompt,
@@ -145,16 +173,15 @@ def serve(
     max_batch: int = typer.Option(8, "--max-batch", min=1, help="Most requests in one model call."),
     merge: _ServeMerge = False,
     dtype: _ServeDtype = "float32",
+    backend: _Backend = "torch",
 ) -> None:
     """Serve the model behind an OpenAI-compatible API (/v1/chat/completions, /v1/audio/transcriptions)
     and a voice page at /."""
-    from aura.infer.aura_model import AuraModel
-    from aura.infer.decoding import parse_dtype
     from aura.serve.app import create_app
     from aura.serve.app import serve as run_server
     from aura.serve.limits import Limits
 
-    aura_model = AuraModel.from_pretrained(model, merge=merge, dtype=parse_dtype(dtype))
+    aura_model = load_model(model, backend, merge=merge, dtype=dtype)
     app = create_app(
         aura_model,
         model_name=aura_model.name,
@@ -172,9 +199,34 @@ def export(
     model: str = typer.Option(..., "--model", help="Checkpoint folder (RUN_DIR, RUN_DIR/final) or name."),
     out: str = typer.Option(..., "--out", help="Folder to write the self-contained model to."),
     merge: bool = typer.Option(False, "--merge", help="Fold LoRA into the LLM weights (plain transformers)."),
+    format_: str = typer.Option(
+        "hf",
+        "--format",
+        help="hf: transformers safetensors; gguf: base LLM GGUF + LoRA adapter GGUF for llama.cpp "
+        "(run it with --backend llama.cpp).",
+    ),
+    base_gguf: str | None = typer.Option(
+        None, "--base-gguf", help="--format gguf: the base LLM's GGUF (default: the registry's file)."
+    ),
+    gguf_type: str = typer.Option(
+        "f16",
+        "--gguf-type",
+        help="--format gguf: base LLM tensors as f32, f16, q8_0, or source (the base GGUF's own, Q4 for "
+        "the registry's LLMs).",
+    ),
 ) -> None:
-    """Write a self-contained model folder (LLM safetensors + embedding + tokenizer + config)."""
+    """Write a self-contained model folder (LLM safetensors + embedding + tokenizer + config), or with
+    --format gguf the llama.cpp files (base GGUF, LoRA adapter GGUF, embedding layer)."""
     from aura.infer.aura_model import AuraModel
 
-    folder = AuraModel.from_pretrained(model, merge=False).export(out, merge=merge)
+    if format_ not in ("hf", "gguf"):
+        raise typer.BadParameter(f"{format_!r}: choose hf or gguf.", param_hint="--format")
+    if format_ == "gguf":
+        from aura.infer.gguf_export import GGUFExportError, export_gguf
+
+        if merge:
+            raise GGUFExportError("--format gguf keeps LoRA a llama.cpp adapter; leave out --merge.")
+        folder = export_gguf(AuraModel.from_pretrained(model), out, base_gguf, gguf_type)
+    else:
+        folder = AuraModel.from_pretrained(model, merge=False).export(out, merge=merge)
     console.print(f"exported to {folder}")

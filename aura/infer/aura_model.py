@@ -8,17 +8,16 @@ token loop is `aura.infer.decoding.Decoding`.
 from __future__ import annotations
 
 import contextlib
-import math
 import threading
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 
-import numpy as np
 import torch
 from peft import PeftModel
 
-from aura.audio.features import WINDOW_SAMPLES, AudioSource, encoder_frames, load_audio
+from aura.audio.features import AudioSource
 from aura.config import AuraConfig
+from aura.infer.chat import ChatModel, OnText
 from aura.infer.decoding import (
     Decoding,
     GenerationRequest,
@@ -28,13 +27,11 @@ from aura.infer.decoding import (
 from aura.model import checkpoint
 from aura.model.batching import StudentBatch
 from aura.model.llm import load_llm
-from aura.model.prompt import AUDIO_PLACEHOLDER, TRANSCRIBE_PROMPT, audio_first
+from aura.model.prompt import AUDIO_PLACEHOLDER
 from aura.model.student import AuraStudent
 
-OnText = Callable[[int, str], bool]  # (row, new text) -> keep generating this row?
 
-
-class AuraModel:
+class AuraModel(ChatModel):
     """A trained AuRA student ready to answer: `generate`, `stream`, batched `run_batch`, `export`.
 
     Long audio: a clip over 30 s is cut into 30-s windows that go through the embedding layer one by
@@ -50,6 +47,8 @@ class AuraModel:
         # requests get the system prompt the run trained with (None = the chat template's default)
         self.system_prompt = train_config.data.system_prompt if train_config is not None else None
         self.tokenizer = student.tokenizer
+        self.audio_stride = student.config.k
+        self.context_length = getattr(student.llm.config, "max_position_embeddings", None)
         self.stop_ids = stop_token_ids(student.llm, student.tokenizer)
         # switching the adapter off is model-wide state: one batch at a time, whatever thread asks
         self._running = threading.RLock()
@@ -93,56 +92,6 @@ class AuraModel:
         return cls(student, name=run_dir.name, train_config=checkpoint.read_train_config(run_dir))
 
     # ---------------------------------------------------------------- requests
-    def request(
-        self,
-        audio: AudioSource | Sequence[AudioSource] | None = None,
-        prompt: str | None = None,
-        *,
-        system: str | None = None,
-        max_new_tokens: int = 256,
-        temperature: float = 0.0,
-        top_p: float = 1.0,
-        seed: int | None = None,
-    ) -> GenerationRequest:
-        """One request from the `generate` arguments: `audio` is one clip or a list of clips for one prompt.
-
-        With audio and no prompt the model transcribes; a prompt without `<audio>` gets the audio first.
-        `system` defaults to the system prompt the run was trained with (`data.system_prompt`).
-        """
-        clips = [] if audio is None else list(audio) if isinstance(audio, list | tuple) else [audio]
-        waves = [load_audio(clip) for clip in clips]
-        if prompt is None and waves:
-            prompt = TRANSCRIBE_PROMPT
-        prompt = audio_first(prompt, clips=len(waves))
-        system = system if system is not None else self.system_prompt
-        messages = ([{"role": "system", "content": system}] if system else []) + [
-            {"role": "user", "content": prompt}
-        ]
-        return GenerationRequest(messages, waves, max_new_tokens, temperature, top_p, seed)
-
-    def generate(
-        self,
-        audio: AudioSource | list[AudioSource | None] | None = None,
-        prompt: str | list[str | None] | None = None,
-        **options: object,
-    ) -> str | list[str]:
-        """Answer one request, or a batch when `audio` or `prompt` is a list (one entry per request).
-
-        `audio` is a path, encoded bytes or a 16-kHz float array; options are those of `request`
-        (`max_new_tokens`, `temperature` (0 = greedy, deterministic), `top_p`, `seed`, `system`).
-        """
-        batched = isinstance(audio, list) or isinstance(prompt, list)
-        if not batched:
-            return self.run_batch([self.request(audio, prompt, **options)])[0].text  # type: ignore[arg-type]
-        audios = audio if isinstance(audio, list) else [audio] * len(prompt)  # type: ignore[arg-type]
-        prompts = prompt if isinstance(prompt, list) else [prompt] * len(audios)
-        if len(audios) != len(prompts):
-            raise ValueError(
-                f"{len(audios)} audio entries but {len(prompts)} prompts; give one of each per request."
-            )
-        requests = [self.request(a, p, **options) for a, p in zip(audios, prompts, strict=True)]  # type: ignore[arg-type]
-        return [result.text for result in self.run_batch(requests)]
-
     def stream(
         self,
         audio: AudioSource | Sequence[AudioSource] | None = None,
@@ -161,40 +110,6 @@ class AuraModel:
                     yield piece
 
     # ---------------------------------------------------------------- batches
-    def _layout(self, request: GenerationRequest) -> tuple[list[str], list[np.ndarray]]:
-        """The chat-templated prompt cut at its audio, with one piece boundary per 30-s window."""
-        pieces = self.student.render(request.messages).split(AUDIO_PLACEHOLDER)
-        if len(pieces) - 1 != len(request.audio):
-            raise ValueError(
-                f"the messages hold {len(pieces) - 1} {AUDIO_PLACEHOLDER} placeholders but {len(request.audio)} "
-                "clips were given; put one placeholder where each clip goes."
-            )
-        texts, windows = [pieces[0]], []
-        for wave, piece in zip(request.audio, pieces[1:], strict=True):
-            cut = [wave[start : start + WINDOW_SAMPLES] for start in range(0, len(wave), WINDOW_SAMPLES)]
-            windows += cut
-            texts += [""] * (len(cut) - 1) + [piece]
-        return texts, windows
-
-    def check(self, request: GenerationRequest) -> int:
-        """The request's prompt length in tokens; ValueError if prompt + max_new_tokens overflow the LLM.
-
-        Cheap (no model call), so a server can refuse one bad request before it joins a batch.
-        """
-        request.validate()
-        texts, windows = self._layout(request)
-        text_tokens = sum(len(self.tokenizer(t, add_special_tokens=False)["input_ids"]) for t in texts if t)
-        audio_tokens = sum(math.ceil(encoder_frames(len(w)) / self.student.config.k) for w in windows)
-        prompt = text_tokens + audio_tokens
-        limit = getattr(self.student.llm.config, "max_position_embeddings", None)
-        if limit is not None and prompt + request.max_new_tokens > limit:
-            raise ValueError(
-                f"the prompt is {prompt} tokens ({audio_tokens} of them audio) and up to {request.max_new_tokens} "
-                f"new tokens were asked for, over the model's context of {limit} tokens. "
-                "Send shorter audio or ask for fewer tokens."
-            )
-        return prompt
-
     def prefill(self, requests: Sequence[GenerationRequest]) -> StudentBatch:
         """Chat-template each request and splice its audio in (long clips as 30-s windows)."""
         texts, mels = [], []
