@@ -16,6 +16,7 @@ import threading
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
@@ -39,6 +40,9 @@ from aura.model.student import (
     CheckpointError,
     StudentBatch,
 )
+
+if TYPE_CHECKING:
+    from aura.infer.streaming import StreamingSession
 
 # the first of the prompts the ASR task trains on, so transcription requests look like training data
 TRANSCRIBE_PROMPT = ASR_PROMPTS[0]
@@ -116,6 +120,20 @@ class GenerationResult:
 OnText = Callable[[int, str], bool]  # (row, new text) -> keep generating this row?
 
 
+@dataclass
+class PromptState:
+    """A prompt already run through the LLM, what decoding continues from: its KV cache, the next-token
+    logits `(B, vocab)`, each row's next position `(B,)`, which cached positions are real `(B, T)`, the
+    prompt lengths and the dtype of the attention masks."""
+
+    cache: DynamicCache
+    logits: torch.Tensor
+    position: torch.Tensor
+    valid: torch.Tensor
+    lengths: list[int]
+    dtype: torch.dtype
+
+
 class _Row:
     """Per-row decoding state: tokens so far and how much of their text was already handed out."""
 
@@ -163,14 +181,15 @@ class Decoding:
     The prompt runs once, then one token per step for the whole batch until every row stops. Rows that
     finish early keep their slot (their outputs are ignored): the cache is one tensor per layer, and
     shrinking it would cost more than the few wasted positions. Iterating in the caller's thread is what
-    lets a caller time the first token.
+    lets a caller time the first token. `prefill` is the prompt batch, or a `PromptState` for a prompt
+    already in the cache (a stream's, `aura.infer.streaming`).
     """
 
     def __init__(
         self,
         llm: PreTrainedModel,
         tokenizer: PreTrainedTokenizerBase,
-        prefill: StudentBatch,
+        prefill: StudentBatch | PromptState,
         requests: list[GenerationRequest],
         stop_ids: set[int],
         on_finish: Callable[[int], None] | None = None,
@@ -179,20 +198,16 @@ class Decoding:
         self.llm, self.prefill, self.stop_ids, self.requests = llm, prefill, stop_ids, requests
         # audio-expert adapters act in the prompt's audio positions; every generated token is text
         self.expert = expert
-        self.rows = [_Row(tokenizer, request, prefill.embeds.device) for request in requests]
+        self.rows = [_Row(tokenizer, request, prefill.valid.device) for request in requests]
         self.on_finish = on_finish  # called with the row index as soon as that row is complete
 
     def cancel(self, row: int) -> None:
         """Stop generating for `row` (its client went away); the rest of the batch carries on."""
         self.rows[row].finish = self.rows[row].finish or "stop"
 
-    @torch.inference_mode()
-    def __iter__(self) -> Iterator[tuple[int, str]]:
-        prefill, rows, llm = self.prefill, self.rows, self.llm
+    def _run_prompt(self, prefill: StudentBatch) -> PromptState:
         device = prefill.embeds.device
-        batch = len(rows)
-        index = torch.arange(batch, device=device)
-        neg = torch.finfo(prefill.mask.dtype).min
+        index = torch.arange(len(self.rows), device=device)
         # a plain cache keeps every layer's full keys/values: the custom 4-D masks span the whole
         # sequence, which a sliding-window cache layer (Gemma 3) would cut short
         cache = DynamicCache()
@@ -201,7 +216,7 @@ class Decoding:
         last = torch.tensor([n - 1 for n in prefill.lengths], device=device)
         keep = torch.unique(last)  # sorted
         with self.expert.at(prefill.audio_mask) if self.expert else contextlib.nullcontext():
-            out = llm(
+            out = self.llm(
                 inputs_embeds=prefill.embeds,
                 attention_mask=prefill.mask,
                 position_ids=prefill.positions,
@@ -211,7 +226,16 @@ class Decoding:
             )
         logits = out.logits[index, torch.searchsorted(keep, last)]
         position = prefill.positions[index, last] + 1
-        valid = prefill.valid
+        return PromptState(cache, logits, position, prefill.valid, prefill.lengths, prefill.mask.dtype)
+
+    @torch.inference_mode()
+    def __iter__(self) -> Iterator[tuple[int, str]]:
+        rows, llm = self.rows, self.llm
+        state = self.prefill if isinstance(self.prefill, PromptState) else self._run_prompt(self.prefill)
+        cache, logits, position, valid = state.cache, state.logits, state.position, state.valid
+        device = valid.device
+        batch = len(rows)
+        neg = torch.finfo(state.dtype).min
         for _ in range(max(row.request.max_new_tokens for row in rows)):
             tokens = _sample(logits, rows)
             for i, row in enumerate(rows):
@@ -232,7 +256,7 @@ class Decoding:
             if all(row.finish is not None for row in rows):
                 return
             valid = torch.cat([valid, torch.ones(batch, 1, dtype=torch.bool, device=device)], dim=1)
-            mask = torch.zeros(batch, 1, 1, valid.shape[1], dtype=prefill.mask.dtype, device=device)
+            mask = torch.zeros(batch, 1, 1, valid.shape[1], dtype=state.dtype, device=device)
             mask.masked_fill_(~valid[:, None, None, :], neg)
             with self.expert.at(None) if self.expert else contextlib.nullcontext():
                 out = llm(
@@ -335,6 +359,7 @@ class AuraModel:
         device: str | torch.device = "cpu",
         dtype: torch.dtype = torch.float32,
         merge: bool = False,
+        audio_attention: str | None = None,
     ) -> AuraModel:
         """Load RUN_DIR, RUN_DIR/final or an `aura export` folder; never loads the teacher.
 
@@ -344,6 +369,10 @@ class AuraModel:
         on the shipped checkpoint audio requests get their first token about 1.1x sooner and decode about
         1.4x faster (`benchmarks/merge.py`), and text-only requests get the speech-tuned LLM. A merged
         `aura export` folder has no adapter left to switch off.
+
+        `audio_attention` (`model.audio_attention`'s values) replaces the attention the checkpoint was
+        trained with, for every request: `"chunk-causal"` lets `open_stream` run a checkpoint trained
+        full-span, whose answers, offline too, then change.
         """
         folder = checkpoint_folder(name_or_path)
         if not (folder / "adapter_config.json").is_file() and (folder / "config.json").is_file():
@@ -357,6 +386,8 @@ class AuraModel:
             student = AuraStudent.from_pretrained(folder, dtype=dtype, device=device)
         if merge and student.mergeable:
             student.merge_lora()
+        if audio_attention is not None:
+            student.set_audio_attention(audio_attention)
         run_dir = folder.parent if folder.name == "final" else folder
         config_path = run_dir / TRAIN_CONFIG
         train_config = load_config(config_path) if config_path.is_file() else None
@@ -438,6 +469,36 @@ class AuraModel:
             with self._adapter_for(decoding.requests):
                 for _, piece in decoding:
                     yield piece
+
+    def open_stream(
+        self,
+        prompt: str | None = None,
+        *,
+        system: str | None = None,
+        max_new_tokens: int = 256,
+        temperature: float = 0.0,
+        top_p: float = 1.0,
+        seed: int | None = None,
+    ) -> StreamingSession:
+        """A session for one request whose audio arrives while it is spoken (`aura.infer.streaming`):
+        `feed(samples)` as it comes, then `finish()` for the answer's text pieces. The prompt and options
+        are those of `request`; the audio goes where `<audio>` is, or before the prompt's text. Needs a
+        chunk-causal model (else `StreamingError`)."""
+        from aura.infer.streaming import StreamingSession
+
+        prompt = TRANSCRIBE_PROMPT if prompt is None else prompt
+        if AUDIO_PLACEHOLDER not in prompt:
+            prompt = f"{AUDIO_PLACEHOLDER}\n{prompt}".rstrip("\n")
+        request = self.request(
+            None,
+            prompt,
+            system=system,
+            max_new_tokens=max_new_tokens,
+            temperature=temperature,
+            top_p=top_p,
+            seed=seed,
+        )
+        return StreamingSession(self, request)
 
     # ---------------------------------------------------------------- batches
     def _layout(self, request: GenerationRequest) -> tuple[list[str], list[np.ndarray]]:

@@ -49,6 +49,7 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
+from aura.audio.chunks import causal_log_mel, chunk_frames
 from aura.audio.features import log_mel
 from aura.config import ConfigError, ModelConfig
 from aura.data.manifest import AUDIO_PLACEHOLDER
@@ -57,6 +58,7 @@ from aura.model.embedding import AudioEmbedding, token_embedding_rms
 
 CONFIG_FILE = "aura_config.yaml"
 EMBEDDING_FILE = "audio_embedding.safetensors"
+MAX_CHUNKS = 1 << 16  # more chunks than one clip can have: numbers clip * MAX_CHUNKS + chunk stay apart
 
 
 def with_transcript(prompt: str | None, transcript: str) -> str:
@@ -135,6 +137,18 @@ def span_attention_mask(
     return mask.masked_fill(~allowed, torch.finfo(dtype).min)[:, None]
 
 
+def _check_attention(config: ModelConfig) -> None:
+    """Chunk-causal attention needs AuRA's embedding layer and chunks of whole audio tokens."""
+    if config.audio_attention != "chunk-causal":
+        return
+    if config.arch == "bridge":
+        raise ConfigError(
+            "model.audio_attention=chunk-causal reads audio chunk by chunk through AuRA's embedding layer; "
+            "the bridge's Whisper encoder attends over the whole clip. Use model.arch=aura."
+        )
+    chunk_frames(config.audio_chunk_seconds, config.k)
+
+
 class AuraStudent(nn.Module):
     """LLM (+ LoRA on the first `num_blocks` blocks) whose prompts may contain audio spans."""
 
@@ -154,6 +168,7 @@ class AuraStudent(nn.Module):
         self._capture: dict[int, torch.Tensor] | None = None
         self._stop_after: int | None = None
         self.expert = AudioExpert(llm) if config.adapter == "audio-expert" else None
+        _check_attention(config)
 
     # ---------------------------------------------------------------- construction
     @classmethod
@@ -339,8 +354,35 @@ class AuraStudent(nn.Module):
         return response + (self.tokenizer.eos_token or "")
 
     def audio_features(self, wave: np.ndarray | torch.Tensor) -> torch.Tensor:
-        """Unpadded log-mel `(n_mels, 2F)` of one 16-kHz clip, the embedding layer's input."""
+        """Unpadded log-mel `(n_mels, 2F)` of one 16-kHz clip, the embedding layer's input (floored at the
+        running peak when chunk-causal, so a stream computes the same features; see `aura.audio.chunks`)."""
+        if self.config.audio_attention == "chunk-causal":
+            return causal_log_mel(wave, n_mels=self.n_mels)
         return log_mel(wave, n_mels=self.n_mels, pad_to_30s=False)
+
+    def set_audio_attention(self, kind: str) -> None:
+        """Run with another `model.audio_attention` than the one trained (a ConfigError names the choices)."""
+        from aura.config import AuraConfig
+
+        checked = AuraConfig.from_dict({"model": {"audio_attention": kind}}, source="audio_attention").model
+        config = dataclasses.replace(self.config, audio_attention=checked.audio_attention)
+        _check_attention(config)
+        self.config = config
+
+    @property
+    def chunk_tokens(self) -> int | None:
+        """Audio tokens per chunk under chunk-causal attention; None under the other attentions."""
+        if self.config.audio_attention != "chunk-causal":
+            return None
+        return chunk_frames(self.config.audio_chunk_seconds, self.config.k) // self.config.k
+
+    def _span_numbers(self, tokens: int, clip: int) -> torch.Tensor:
+        """The mask's numbers for one clip's audio tokens: tokens sharing a number see each other both ways,
+        so a clip has one number, or one per chunk under chunk-causal attention."""
+        numbers = torch.full((tokens,), clip + 1, dtype=torch.long)
+        if self.chunk_tokens is None:
+            return numbers
+        return numbers * MAX_CHUNKS + torch.arange(tokens) // self.chunk_tokens
 
     # ---------------------------------------------------------------- batching
     def _text_ids(self, text: str) -> list[int]:
@@ -383,7 +425,7 @@ class AuraStudent(nn.Module):
                 if j < len(clips):
                     emb = next(audio_embeds).to(parts[0].dtype if parts else embed_tokens.weight.dtype)
                     parts.append(emb)
-                    spans.append(torch.full((emb.shape[0],), j + 1, dtype=torch.long))
+                    spans.append(self._span_numbers(emb.shape[0], j))
                     labels.append(torch.full((emb.shape[0],), -100))
             response = responses[i] if responses is not None else None
             if response is not None:
@@ -407,7 +449,7 @@ class AuraStudent(nn.Module):
             n = emb.shape[0]
             embeds[i, :n], span_ids[i, :n], label_ids[i, :n], valid[i, :n] = emb, spans_i, labels_i, True
         positions = (valid.long().cumsum(1) - 1).clamp(min=0)
-        bidirectional = self.config.audio_attention == "bidirectional"
+        bidirectional = self.config.audio_attention != "causal"  # chunk-causal: within each chunk
         mask = span_attention_mask(valid, span_ids, bidirectional, embeds.dtype)
         return StudentBatch(
             embeds=embeds,
