@@ -163,14 +163,22 @@ def serve(
         "--dtype",
         help="Weights and activations: float32, bfloat16 (fast on CPUs with AMX/AVX512-BF16) or float16.",
     ),
+    audio_attention: str | None = typer.Option(
+        None,
+        "--audio-attention",
+        help="Run the checkpoint with this model.audio_attention instead of its own: chunk-causal lets a "
+        "checkpoint trained full-span take WS /v1/audio/stream (every answer then changes).",
+    ),
 ) -> None:
-    """Serve the model behind an OpenAI-compatible API (/v1/chat/completions, /v1/audio/transcriptions)
-    and a voice page at /."""
+    """Serve the model behind an OpenAI-compatible API (/v1/chat/completions, /v1/audio/transcriptions),
+    speech streamed while it is spoken (WS /v1/audio/stream, chunk-causal models) and a voice page at /."""
     from aura.infer.aura_model import AuraModel, parse_dtype
     from aura.serve.app import serve as run_server
     from aura.serve.limits import Limits
 
-    aura_model = AuraModel.from_pretrained(model, merge=merge, dtype=parse_dtype(dtype))
+    aura_model = AuraModel.from_pretrained(
+        model, merge=merge, dtype=parse_dtype(dtype), audio_attention=audio_attention
+    )
     run_server(
         aura_model,
         host=host,

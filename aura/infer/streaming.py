@@ -148,6 +148,12 @@ class StreamingSession:
 
     # ---------------------------------------------------------------- internals
     @property
+    def prompt_tokens(self) -> int:
+        """Tokens in the cache: the text before the audio and the audio run so far (all of the prompt
+        once `finish()` has started)."""
+        return self._length
+
+    @property
     def _audio_tokens(self) -> int:
         return self._length - self._prefix_tokens
 

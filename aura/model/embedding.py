@@ -88,7 +88,7 @@ class AudioEmbedding(nn.Module):
             )
         high = min(high, mel.shape[-1])
         x = mel[:, low:high].to(self.conv1.weight.dtype)
-        x = F.pad(x, (int(low == 0), int(clip_end and high == mel.shape[-1])))
+        x = F.pad(x, (int(start == 0), int(clip_end and high == mel.shape[-1])))
         x = F.gelu(F.conv1d(x, self.conv1.weight, self.conv1.bias))
         x = F.gelu(F.conv1d(F.pad(x, (int(start == 0), 0)), self.conv2.weight, self.conv2.bias, stride=2))
         return x.transpose(0, 1) + self.positions[start:stop].to(x.dtype)

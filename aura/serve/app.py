@@ -12,7 +12,6 @@ import asyncio
 import base64
 import binascii
 import contextlib
-import hmac
 import json
 import logging
 import threading
@@ -51,7 +50,9 @@ from aura.serve.limits import (
     AudioBudget,
     ErrorResponse,
     Limits,
+    check_api_key,
 )
+from aura.serve.stream import add_stream_route
 
 log = logging.getLogger(__name__)
 
@@ -469,17 +470,7 @@ def create_app(
         return APIError(500, f"Internal error: {err}", type="server_error").response()
 
     def check_key(request: Request) -> None:
-        if api_key is None:
-            return
-        header = request.headers.get("authorization", "")
-        scheme, _, given = header.partition(" ")
-        if scheme.lower() != "bearer" or not hmac.compare_digest(given.strip().encode(), api_key.encode()):
-            message = (
-                "Missing API key: send 'Authorization: Bearer KEY'."
-                if not header
-                else "Incorrect API key provided."
-            )
-            raise APIError(401, message, code="invalid_api_key")
+        check_api_key(request.headers.get("authorization", ""), api_key)
 
     authorized = [Depends(check_key)]
 
@@ -603,6 +594,9 @@ def create_app(
         result = await _wait(job)
         return _transcription(result.text.strip(), response_format, result)
 
+    add_stream_route(
+        app, model, limits=limits, admission=admission, api_key=api_key, default_max_tokens=default_max_tokens
+    )
     return app
 
 
