@@ -1,11 +1,13 @@
 from __future__ import annotations
 
+import contextlib
 import json
 from pathlib import Path
 
 import numpy as np
 import pytest
 from conftest import aura_serve, tone_clip
+from websockets.exceptions import ConnectionClosed
 from websockets.sync.client import connect
 
 from aura.infer.aura_model import AuraModel
@@ -23,11 +25,14 @@ def _talk(url: str, settings: dict, audio: list[bytes], key: str | None = KEY) -
         received.append(json.loads(ws.recv()))
         if received[0]["type"] == "error":
             return received
-        for data in audio:
-            ws.send(data)
-        ws.send(json.dumps({"type": "end"}))
-        for message in ws:
-            received.append(json.loads(message))
+        # a refused stream is closed by the server at once: what it sent before still arrives
+        with contextlib.suppress(ConnectionClosed):
+            for data in audio:
+                ws.send(data)
+            ws.send(json.dumps({"type": "end"}))
+        with contextlib.suppress(ConnectionClosed):
+            for message in ws:
+                received.append(json.loads(message))
     return received
 
 
