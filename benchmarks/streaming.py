@@ -76,6 +76,21 @@ def run(repeats: int = 10, model: str | None = None) -> dict:
             ttft.setdefault(f"streamed {key}", []).append(streamed_ms)
             ttft.setdefault(f"offline {key}", []).append(offline_ms)
             feed.setdefault(key, []).append(feed_ms)
+        # written after every round: on a loaded machine the rounds so far are still a result
+        result = _result(name, trained, aura, repeats, ttft, feed, answers)
+    print(f"feed ms per audio second: {result['feed_ms_per_audio_second']}; {result['targets']}")
+    return result
+
+
+def _result(
+    name: str,
+    trained: bool,
+    aura: AuraModel,
+    repeats: int,
+    ttft: dict[str, list[float]],
+    feed: dict[str, list[float]],
+    answers: dict[str, dict[str, str]],
+) -> dict:
     result: dict = {
         "checkpoint": str(name),
         "attention": "chunk-causal (trained)"
@@ -85,6 +100,7 @@ def run(repeats: int = 10, model: str | None = None) -> dict:
         "piece_seconds": PIECE_SECONDS,
         "max_new_tokens": MAX_NEW_TOKENS,
         "repeats": repeats,
+        "rounds_done": len(next(iter(feed.values()))),
         "threads": torch.get_num_threads(),
         "ttft": {key: summarize(values) for key, values in ttft.items()},
         "feed": {key: summarize(values) for key, values in feed.items()},
@@ -96,9 +112,7 @@ def run(repeats: int = 10, model: str | None = None) -> dict:
     }
     median = {key: stats["median_ms"] for key, stats in result["ttft"].items()}
     result["targets"] = {TARGET: median["streamed 30s"] <= median["streamed 2s"]}
-    for key, value in median.items():
-        print(f"TTFT {key}: {value:.0f} ms")
-    print(f"feed ms per audio second: {result['feed_ms_per_audio_second']}; {result['targets']}")
+    print(", ".join(f"TTFT {key} {value:.0f} ms" for key, value in median.items()), flush=True)
     write_result("streaming", result)
     return result
 
