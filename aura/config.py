@@ -65,8 +65,15 @@ class ModelConfig:
     lora_layers: int | None = _key(
         None, "blocks with LoRA from the first, all the distill stage runs (null: the teacher's layer count)"
     )
-    audio_attention: Literal["bidirectional", "causal"] = _key(
-        "bidirectional", "bidirectional: a clip's audio tokens see each other; causal: plain causal attention"
+    audio_attention: Literal["bidirectional", "chunk-causal", "causal"] = _key(
+        "bidirectional",
+        "bidirectional: a clip's audio tokens see each other; chunk-causal: each sees its own chunk of "
+        "audio_chunk_seconds and the chunks before it (audio can then be read while it is spoken); causal: "
+        "plain causal attention",
+    )
+    audio_chunk_seconds: float = _key(
+        0.96,
+        "chunk-causal only: seconds per chunk, a whole number of k-frame audio tokens (a multiple of k / 50)",
     )
     layer_map: str | list[list[int]] = _key(
         "identity",

@@ -14,6 +14,7 @@ BENCHMARKS = (
     "prefill_efficiency",
     "dtype_agreement",
     "latency",
+    "streaming",
     "scaling",
     "merge",
     "adapters",

@@ -262,6 +262,35 @@ def tiny_run(tmp_path_factory: pytest.TempPathFactory, tiny_tokenizer: PreTraine
     return root
 
 
+@pytest.fixture(scope="session")
+def chunked_run(tmp_path_factory: pytest.TempPathFactory, tiny_tokenizer: PreTrainedTokenizerFast) -> Path:
+    """RUN_DIR of a tiny checkpoint trained chunk-causal (chunks of 0.16 s = 2 audio tokens), random LoRA
+    as in `tiny_run`, and an audio projection large enough that the audio decides the answer."""
+    from aura.config import ModelConfig
+    from aura.model.student import AuraStudent
+
+    root = tmp_path_factory.mktemp("chunked_run")
+    llm = build_tiny_llm(tiny_tokenizer, layers=3, seed=3, max_positions=2048, initializer_range=0.3)
+    llm.save_pretrained(root / "base_llm")
+    tiny_tokenizer.save_pretrained(root / "base_llm")
+    config = ModelConfig(
+        llm=str(root / "base_llm"),
+        lora_layers=2,
+        lora_rank=4,
+        lora_alpha=4,
+        audio_attention="chunk-causal",
+        audio_chunk_seconds=0.16,
+    )
+    student = AuraStudent.build(config, llm=llm, tokenizer=tiny_tokenizer)
+    with torch.no_grad():
+        for name, param in student.llm.named_parameters():
+            if "lora_B" in name:
+                param.normal_(0.0, 0.05)
+        student.audio.proj.weight.normal_(0.0, 0.5)  # audio that matters to the answer
+    student.save_pretrained(root / "final")
+    return root
+
+
 @contextlib.contextmanager
 def aura_serve(*args: str, timeout: float = 120.0) -> Iterator[str]:
     """Run the real `aura serve` command on a free localhost port until /health answers; yields its URL."""

@@ -47,7 +47,7 @@ def test_round_trip_through_yaml(tmp_path: Path) -> None:
         ("train.max_stepz=3", "train.max_stepz"),
         ("nope.x=1", "'nope'"),
         ("train.max_steps=abc", "train.max_steps"),
-        ("model.audio_attention=sideways", "bidirectional, causal"),
+        ("model.audio_attention=sideways", "bidirectional, chunk-causal, causal"),
         ("train=3", "is a section"),
         ("train.max_steps", "KEY=VALUE"),
     ],

@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import math
 
+import pytest
 import torch
 from conftest import tone_clip
 
@@ -28,6 +29,33 @@ def test_batched_clips_equal_single_clips() -> None:
     batched = layer.embed_clips(mels)
     for mel, out in zip(mels, batched, strict=True):
         assert torch.allclose(layer(mel), out, atol=1e-5)
+
+
+@pytest.mark.parametrize(("seconds", "chunk"), [(1.3, 8), (0.96, 48), (0.5, 1), (2.0, 20)])
+def test_conv_stem_chunk_by_chunk_equals_the_whole_clip(seconds: float, chunk: int) -> None:
+    """Each chunk is computed from only the mel frames a stream has by then (up to 2 * stop), carrying the
+    frames before it as context; the last chunk reads the clip's end padding. Together: the whole clip."""
+    torch.manual_seed(0)
+    layer = AudioEmbedding(n_mels=80, width=32, llm_width=48, k=4, target_rms=1.0)
+    mel = log_mel(tone_clip(seconds, 4), pad_to_30s=False)
+    frames = mel.shape[1] // 2
+    with torch.no_grad():
+        whole = layer.frames(mel[None])[0]
+        pieces = []
+        for start in range(0, frames, chunk):
+            stop = min(start + chunk, frames)
+            end = stop == frames
+            known = mel if end else mel[:, : 2 * stop + 1]
+            pieces.append(layer.frames_between(known, start, stop, clip_end=end))
+        assert torch.allclose(torch.cat(pieces), whole, atol=1e-5)
+        with pytest.raises(ValueError, match="need mel frame"):
+            layer.frames_between(mel[:, : 2 * chunk], 0, chunk)
+        # a chunk's frames do not depend on mel frames past the one its last frame reads
+        changed = mel.clone()
+        changed[:, 2 * chunk + 1 :] += 3.0
+        if frames > chunk:
+            assert torch.equal(layer.frames_between(changed, 0, chunk), layer.frames_between(mel, 0, chunk))
+        assert torch.allclose(layer.tokens(whole), layer(mel), atol=1e-5)
 
 
 def test_initialised_from_teacher_reproduces_its_layer_zero(tiny_teacher) -> None:

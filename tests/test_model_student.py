@@ -4,10 +4,10 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import tone_clip
+from conftest import build_tiny_llm, tone_clip
 from safetensors import safe_open
 
-from aura.config import ModelConfig
+from aura.config import ConfigError, ModelConfig
 from aura.model.batching import span_attention_mask
 from aura.model.llm import decoder_layers
 from aura.model.student import AuraStudent
@@ -92,6 +92,37 @@ def test_bidirectional_audio_sees_the_future_causal_does_not(student: AuraStuden
             .max()
         )
     assert diff_c == 0 and diff_bi > 1e-6
+
+
+def test_chunk_causal_audio_sees_its_chunk_and_earlier_ones(student: AuraStudent) -> None:
+    """Chunks of 0.16 s (8 frames, 2 tokens at k = 4): bidirectional inside a chunk, causal across chunks."""
+    student.config.audio_attention, student.config.audio_chunk_seconds = "chunk-causal", 0.16
+    mel = _mels(student, 1.2)[0]
+    text = student.render_prompt("")
+    base = student.build_batch([text], [[mel]])
+    audio = base.audio_mask[0].nonzero()[:, 0]
+    allowed = base.mask[0, 0] == 0
+    first, second, third = audio[0], audio[1], audio[2]  # chunk 0 holds tokens 0-1, chunk 1 tokens 2-3
+    assert allowed[first, second] and allowed[second, first]  # both ways inside a chunk
+    assert allowed[third, first] and not allowed[first, third]  # earlier chunks only
+    assert allowed[audio[-1] + 1, audio].all()  # the text after the audio sees all of it
+    changed = mel.clone()
+    # alter the clip from its third chunk (encoder frame 16) on, past mel frame 32: the one the second
+    # chunk's last frame reads (the stream waits 12.5 ms for it)
+    changed[:, 2 * 16 + 1 :] += 1.0
+    other = student.build_batch([text], [[changed]])
+    with torch.no_grad():
+        diff = (student.hidden_states(base, [2])[2] - student.hidden_states(other, [2])[2])[0].abs().amax(-1)
+    assert diff[audio[:4]].max() == 0 and diff[audio[4:]].min() > 0
+
+
+def test_chunk_causal_config_is_checked(tiny_tokenizer, tiny_teacher) -> None:
+    config = ModelConfig(lora_rank=4, lora_alpha=4, audio_attention="chunk-causal", audio_chunk_seconds=0.1)
+    with pytest.raises(ConfigError, match=r"audio_chunk_seconds=0.1: .*multiple of 0.08 s"):
+        AuraStudent.build(config, tiny_teacher, build_tiny_llm(tiny_tokenizer), tiny_tokenizer)
+    config.audio_chunk_seconds, config.arch = 0.16, "bridge"
+    with pytest.raises(ConfigError, match="bridge's Whisper encoder attends over the whole clip"):
+        AuraStudent.build(config, tiny_teacher, build_tiny_llm(tiny_tokenizer), tiny_tokenizer)
 
 
 def test_distillation_forward_never_calls_blocks_past_n(student: AuraStudent) -> None:

@@ -15,6 +15,14 @@ from aura.registry import DEFAULT_CHECKPOINT
 if TYPE_CHECKING:
     from aura.infer.chat import ChatModel
 
+_AudioAttention = Annotated[
+    str | None,
+    typer.Option(
+        "--audio-attention",
+        help="Run the checkpoint with this model.audio_attention instead of its own: chunk-causal lets a "
+        "checkpoint trained full-span take WS /v1/audio/stream (every answer then changes).",
+    ),
+]
 _Backend = Annotated[
     str,
     typer.Option(
@@ -24,14 +32,17 @@ _Backend = Annotated[
 ]
 
 
-def load_model(model: str, backend: str, merge: bool, dtype: str) -> ChatModel:
+def load_model(
+    model: str, backend: str, merge: bool, dtype: str, audio_attention: str | None = None
+) -> ChatModel:
     """The model `generate` and `serve` answer with, on the chosen backend."""
     if backend == "llama.cpp":
         from aura.infer.llamacpp import BackendError, LlamaCppModel
 
-        if merge or dtype != "float32":
+        if merge or dtype != "float32" or audio_attention is not None:
             raise BackendError(
-                "--merge and --dtype choose how torch runs the model; with --backend llama.cpp the LoRA "
+                "--merge, --dtype and --audio-attention choose how torch runs the model; with --backend "
+                "llama.cpp the LoRA "
                 "stays an adapter and the weights are the GGUF's (`aura export --gguf-type`)."
             )
         return LlamaCppModel.from_pretrained(model)
@@ -40,7 +51,9 @@ def load_model(model: str, backend: str, merge: bool, dtype: str) -> ChatModel:
     from aura.infer.aura_model import AuraModel
     from aura.infer.decoding import parse_dtype
 
-    return AuraModel.from_pretrained(model, merge=merge, dtype=parse_dtype(dtype))
+    return AuraModel.from_pretrained(
+        model, merge=merge, dtype=parse_dtype(dtype), audio_attention=audio_attention
+    )
 
 
 @app.command()
@@ -174,14 +187,15 @@ def serve(
     merge: _ServeMerge = False,
     dtype: _ServeDtype = "float32",
     backend: _Backend = "torch",
+    audio_attention: _AudioAttention = None,
 ) -> None:
-    """Serve the model behind an OpenAI-compatible API (/v1/chat/completions, /v1/audio/transcriptions)
-    and a voice page at /."""
+    """Serve the model behind an OpenAI-compatible API (/v1/chat/completions, /v1/audio/transcriptions),
+    speech streamed while it is spoken (WS /v1/audio/stream, chunk-causal models) and a voice page at /."""
     from aura.serve.app import create_app
     from aura.serve.app import serve as run_server
     from aura.serve.limits import Limits
 
-    aura_model = load_model(model, backend, merge=merge, dtype=dtype)
+    aura_model = load_model(model, backend, merge=merge, dtype=dtype, audio_attention=audio_attention)
     app = create_app(
         aura_model,
         model_name=aura_model.name,

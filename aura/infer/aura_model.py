@@ -11,6 +11,7 @@ import contextlib
 import threading
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import torch
 from peft import PeftModel
@@ -27,8 +28,11 @@ from aura.infer.decoding import (
 from aura.model import checkpoint
 from aura.model.batching import StudentBatch
 from aura.model.llm import load_llm
-from aura.model.prompt import AUDIO_PLACEHOLDER
+from aura.model.prompt import AUDIO_PLACEHOLDER, TRANSCRIBE_PROMPT
 from aura.model.student import AuraStudent
+
+if TYPE_CHECKING:
+    from aura.infer.streaming import StreamingSession
 
 
 class AuraModel(ChatModel):
@@ -66,6 +70,7 @@ class AuraModel(ChatModel):
         device: str | torch.device = "cpu",
         dtype: torch.dtype = torch.float32,
         merge: bool = False,
+        audio_attention: str | None = None,
     ) -> AuraModel:
         """Load RUN_DIR, RUN_DIR/final or an `aura export` folder; never loads the teacher.
 
@@ -75,6 +80,10 @@ class AuraModel(ChatModel):
         on the shipped checkpoint audio requests get their first token about 1.1x sooner and decode about
         1.4x faster (`benchmarks/merge.py`), and text-only requests get the speech-tuned LLM. A merged
         `aura export` folder has no adapter left to switch off.
+
+        `audio_attention` (`model.audio_attention`'s values) replaces the attention the checkpoint was
+        trained with, for every request: `"chunk-causal"` lets `open_stream` run a checkpoint trained
+        full-span, whose answers, offline too, then change.
         """
         folder, run_dir = checkpoint.run_folders(name_or_path)
         base_llm = checkpoint.base_llm_folder(folder)
@@ -89,9 +98,34 @@ class AuraModel(ChatModel):
             student = AuraStudent.from_pretrained(folder, dtype=dtype, device=device)
         if merge and student.mergeable:
             student.merge_lora()
+        if audio_attention is not None:
+            student.set_audio_attention(audio_attention)
         return cls(student, name=run_dir.name, train_config=checkpoint.read_train_config(run_dir))
 
     # ---------------------------------------------------------------- requests
+    def open_stream(
+        self,
+        prompt: str | None = None,
+        *,
+        system: str | None = None,
+        max_new_tokens: int = 256,
+        temperature: float = 0.0,
+        top_p: float = 1.0,
+        seed: int | None = None,
+    ) -> StreamingSession:
+        """A session for one request whose audio arrives while it is spoken (`aura.infer.streaming`):
+        `feed(samples)` as it comes, then `finish()` for the answer's text pieces. The prompt and options
+        are those of `request`; the audio goes where `<audio>` is, or before the prompt's text. Needs a
+        chunk-causal model (else `StreamingError`)."""
+        from aura.infer.streaming import StreamingSession
+
+        prompt = TRANSCRIBE_PROMPT if prompt is None else prompt
+        if AUDIO_PLACEHOLDER not in prompt:
+            prompt = f"{AUDIO_PLACEHOLDER}\n{prompt}".rstrip("\n")
+        options = {"system": system, "max_new_tokens": max_new_tokens, "temperature": temperature}
+        request = self.request(None, prompt, top_p=top_p, seed=seed, **options)  # type: ignore[arg-type]
+        return StreamingSession(self, request)
+
     def stream(
         self,
         audio: AudioSource | Sequence[AudioSource] | None = None,

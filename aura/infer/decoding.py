@@ -133,20 +133,35 @@ def sample(logits: torch.Tensor, rows: list[Row]) -> torch.Tensor:
     return chosen
 
 
+@dataclass
+class PromptState:
+    """A prompt already run through the LLM, what decoding continues from: its KV cache, the next-token
+    logits `(B, vocab)`, each row's next position `(B,)`, which cached positions are real `(B, T)`, the
+    prompt lengths and the dtype of the attention masks."""
+
+    cache: DynamicCache
+    logits: torch.Tensor
+    position: torch.Tensor
+    valid: torch.Tensor
+    lengths: list[int]
+    dtype: torch.dtype
+
+
 class Decoding:
     """One batch being generated: iterate it for `(row, text piece)` as tokens arrive, then `results()`.
 
     The prompt runs once, then one token per step for the whole batch until every row stops. Rows that
     finish early keep their slot (their outputs are ignored): the cache is one tensor per layer, and
     shrinking it would cost more than the few wasted positions. Iterating in the caller's thread is what
-    lets a caller time the first token.
+    lets a caller time the first token. `prefill` is the prompt batch, or a `PromptState` for a prompt
+    already in the cache (a stream's, `aura.infer.streaming`).
     """
 
     def __init__(
         self,
         llm: PreTrainedModel,
         tokenizer: PreTrainedTokenizerBase,
-        prefill: StudentBatch,
+        prefill: StudentBatch | PromptState,
         requests: list[GenerationRequest],
         stop_ids: set[int],
         on_finish: Callable[[int], None] | None = None,
@@ -155,20 +170,16 @@ class Decoding:
         self.llm, self.prefill, self.stop_ids, self.requests = llm, prefill, stop_ids, requests
         # audio-expert adapters act in the prompt's audio positions; every generated token is text
         self.expert = expert
-        self.rows = [Row(tokenizer, request, prefill.embeds.device) for request in requests]
+        self.rows = [Row(tokenizer, request, prefill.valid.device) for request in requests]
         self.on_finish = on_finish  # called with the row index as soon as that row is complete
 
     def cancel(self, row: int) -> None:
         """Stop generating for `row` (its client went away); the rest of the batch carries on."""
         self.rows[row].finish = self.rows[row].finish or "stop"
 
-    @torch.inference_mode()
-    def __iter__(self) -> Iterator[tuple[int, str]]:
-        prefill, rows, llm = self.prefill, self.rows, self.llm
+    def _run_prompt(self, prefill: StudentBatch) -> PromptState:
         device = prefill.embeds.device
-        batch = len(rows)
-        index = torch.arange(batch, device=device)
-        neg = torch.finfo(prefill.mask.dtype).min
+        index = torch.arange(len(self.rows), device=device)
         # a plain cache keeps every layer's full keys/values: the custom 4-D masks span the whole
         # sequence, which a sliding-window cache layer (Gemma 3) would cut short
         cache = DynamicCache()
@@ -177,7 +188,7 @@ class Decoding:
         last = torch.tensor([n - 1 for n in prefill.lengths], device=device)
         keep = torch.unique(last)  # sorted
         with self.expert.at(prefill.audio_mask) if self.expert else contextlib.nullcontext():
-            out = llm(
+            out = self.llm(
                 inputs_embeds=prefill.embeds,
                 attention_mask=prefill.mask,
                 position_ids=prefill.positions,
@@ -187,7 +198,16 @@ class Decoding:
             )
         logits = out.logits[index, torch.searchsorted(keep, last)]
         position = prefill.positions[index, last] + 1
-        valid = prefill.valid
+        return PromptState(cache, logits, position, prefill.valid, prefill.lengths, prefill.mask.dtype)
+
+    @torch.inference_mode()
+    def __iter__(self) -> Iterator[tuple[int, str]]:
+        rows, llm = self.rows, self.llm
+        state = self.prefill if isinstance(self.prefill, PromptState) else self._run_prompt(self.prefill)
+        cache, logits, position, valid = state.cache, state.logits, state.position, state.valid
+        device = valid.device
+        batch = len(rows)
+        neg = torch.finfo(state.dtype).min
         for _ in range(max(row.request.max_new_tokens for row in rows)):
             tokens = sample(logits, rows)
             for i, row in enumerate(rows):
@@ -208,7 +228,7 @@ class Decoding:
             if all(row.finish is not None for row in rows):
                 return
             valid = torch.cat([valid, torch.ones(batch, 1, dtype=torch.bool, device=device)], dim=1)
-            mask = torch.zeros(batch, 1, 1, valid.shape[1], dtype=prefill.mask.dtype, device=device)
+            mask = torch.zeros(batch, 1, 1, valid.shape[1], dtype=state.dtype, device=device)
             mask.masked_fill_(~valid[:, None, None, :], neg)
             with self.expert.at(None) if self.expert else contextlib.nullcontext():
                 out = llm(

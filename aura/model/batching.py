@@ -9,11 +9,17 @@ response tokens (HF convention: the label at the token's own position).
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
 import torch
 from torch import nn
+
+from aura.audio.chunks import chunk_frames
+from aura.config import ConfigError, ModelConfig
+
+MAX_CHUNKS = 1 << 16  # more chunks than one clip can have: numbers clip * MAX_CHUNKS + chunk stay apart
 
 # one row before padding: (embeddings (n, d), audio span number per position (0 = text), labels)
 Row = tuple[torch.Tensor, torch.Tensor, torch.Tensor]
@@ -50,6 +56,44 @@ def span_attention_mask(
     return mask.masked_fill(~allowed, torch.finfo(dtype).min)[:, None]
 
 
+def check_audio_attention(config: ModelConfig) -> None:
+    """Chunk-causal attention needs AuRA's embedding layer and chunks of whole audio tokens."""
+    if config.audio_attention != "chunk-causal":
+        return
+    if config.arch == "bridge":
+        raise ConfigError(
+            "model.audio_attention=chunk-causal reads audio chunk by chunk through AuRA's embedding layer; "
+            "the bridge's Whisper encoder attends over the whole clip. Use model.arch=aura."
+        )
+    chunk_frames(config.audio_chunk_seconds, config.k)
+
+
+def with_audio_attention(config: ModelConfig, kind: str) -> ModelConfig:
+    """`config` with another `audio_attention` (a ConfigError names the choices and checks the chunks)."""
+    from aura.config import AuraConfig
+
+    checked = AuraConfig.from_dict({"model": {"audio_attention": kind}}, source="audio_attention").model
+    config = dataclasses.replace(config, audio_attention=checked.audio_attention)
+    check_audio_attention(config)
+    return config
+
+
+def chunk_tokens(config: ModelConfig) -> int | None:
+    """Audio tokens per chunk under chunk-causal attention; None under the other attentions."""
+    if config.audio_attention != "chunk-causal":
+        return None
+    return chunk_frames(config.audio_chunk_seconds, config.k) // config.k
+
+
+def span_numbers(tokens: int, clip: int, chunk: int | None) -> torch.Tensor:
+    """The mask's numbers for one clip's audio tokens: tokens sharing a number see each other both ways,
+    so a clip has one number, or one per chunk of `chunk` tokens under chunk-causal attention."""
+    numbers = torch.full((tokens,), clip + 1, dtype=torch.long)
+    if chunk is None:
+        return numbers
+    return numbers * MAX_CHUNKS + torch.arange(tokens) // chunk
+
+
 def splice_row(
     index: int,
     pieces: list[str],
@@ -57,6 +101,7 @@ def splice_row(
     response_ids: list[int] | None,
     text_ids: Callable[[str], list[int]],
     embed_tokens: nn.Embedding,
+    chunk: int | None = None,
 ) -> Row:
     """Prompt `index`'s row: its text pieces embedded as tokens, one clip's embeddings between each two
     pieces, then the response tokens (the only labelled positions)."""
@@ -71,7 +116,7 @@ def splice_row(
         if j < len(pieces) - 1:
             emb = next(clips).to(parts[0].dtype if parts else embed_tokens.weight.dtype)
             parts.append(emb)
-            spans.append(torch.full((emb.shape[0],), j + 1, dtype=torch.long))
+            spans.append(span_numbers(emb.shape[0], j, chunk))
             labels.append(torch.full((emb.shape[0],), -100))
     if response_ids is not None:
         parts.append(embed_tokens(torch.tensor(response_ids, device=device)))

@@ -69,6 +69,38 @@ class AudioEmbedding(nn.Module):
             )
         return x + self.positions[: x.shape[1]].to(x.dtype)
 
+    def frames_between(
+        self, mel: torch.Tensor, start: int, stop: int, clip_end: bool = False
+    ) -> torch.Tensor:
+        """Encoder frames [start, stop) `(stop - start, width)` of a clip whose log-mel `(n_mels, M)` is known
+        up to frame M, equal to `frames` of the whole clip: what a stream computes chunk by chunk.
+
+        Each encoder frame reads mel frames 2f - 2 to 2f + 2 through the two convolutions, so the mel frames
+        just before `start` are carried in as context and `mel` must reach frame 2 * stop (or hold the whole
+        clip, `clip_end`, whose last frames read the convolutions' zero padding as `frames` does).
+        """
+        low, high = max(0, 2 * start - 2), 2 * stop + 1
+        if stop > self.max_frames:
+            raise ValueError(f"audio of {stop} frames exceeds the {self.max_frames}-frame (30 s) limit.")
+        if high > mel.shape[-1] and not clip_end:
+            raise ValueError(
+                f"encoder frames up to {stop} need mel frame {high - 1}; {mel.shape[-1]} are known."
+            )
+        high = min(high, mel.shape[-1])
+        x = mel[:, low:high].to(self.conv1.weight.dtype)
+        x = F.pad(x, (int(start == 0), int(clip_end and high == mel.shape[-1])))
+        x = F.gelu(F.conv1d(x, self.conv1.weight, self.conv1.bias))
+        x = F.gelu(F.conv1d(F.pad(x, (int(start == 0), 0)), self.conv2.weight, self.conv2.bias, stride=2))
+        return x.transpose(0, 1) + self.positions[start:stop].to(x.dtype)
+
+    def tokens(self, frames: torch.Tensor) -> torch.Tensor:
+        """`(f, width)` frames of one clip -> `(ceil(f / k), llm_width)` tokens (the last one zero-padded)."""
+        count = math.ceil(frames.shape[0] / self.k)
+        stacked = F.pad(frames, (0, 0, 0, count * self.k - frames.shape[0])).reshape(
+            count, self.k * self.width
+        )
+        return self._project(stacked)
+
     def forward(self, mel: torch.Tensor) -> torch.Tensor:
         """`(n_mels, 2F)` or `(B, n_mels, 2F)` -> `([B,] ceil(F / k), llm_width)`."""
         single = mel.dim() == 2
@@ -91,13 +123,7 @@ class AudioEmbedding(nn.Module):
         lengths = [m.shape[-1] for m in mels]
         batch = torch.stack([F.pad(m, (0, max(lengths) - m.shape[-1])) for m in mels])
         frames = self.frames(batch)
-        out = []
-        for i, n in enumerate(lengths):
-            f = (n + 1) // 2
-            tokens = math.ceil(f / self.k)
-            x = F.pad(frames[i, :f], (0, 0, 0, tokens * self.k - f)).reshape(tokens, self.k * self.width)
-            out.append(self._project(x))
-        return out
+        return [self.tokens(frames[i, : (n + 1) // 2]) for i, n in enumerate(lengths)]
 
     def num_tokens(self, frames: int) -> int:
         """Audio tokens for a clip with `frames` 50-Hz encoder frames."""

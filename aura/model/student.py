@@ -40,11 +40,12 @@ from peft import LoraConfig, PeftModel, get_peft_model
 from torch import nn
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
+from aura.audio.chunks import causal_log_mel
 from aura.audio.features import log_mel
 from aura.config import ConfigError, ModelConfig
-from aura.model import checkpoint
+from aura.model import batching, checkpoint
 from aura.model.audio_expert import AudioExpert
-from aura.model.batching import StudentBatch, pad_rows, splice_row
+from aura.model.batching import StudentBatch, chunk_tokens, pad_rows, splice_row
 from aura.model.checkpoint import CheckpointError, StudentMeta
 from aura.model.embedding import AudioEmbedding, token_embedding_rms
 from aura.model.llm import base_model, decoder_layers, load_llm
@@ -88,6 +89,7 @@ class AuraStudent(nn.Module):
         self._capture: dict[int, torch.Tensor] | None = None
         self._stop_after: int | None = None
         self.expert = AudioExpert(llm) if config.adapter == "audio-expert" else None
+        batching.check_audio_attention(config)
 
     # ---------------------------------------------------------------- construction
     @classmethod
@@ -234,8 +236,14 @@ class AuraStudent(nn.Module):
         return response + (self.tokenizer.eos_token or "")
 
     def audio_features(self, wave: np.ndarray | torch.Tensor) -> torch.Tensor:
-        """Unpadded log-mel `(n_mels, 2F)` of one 16-kHz clip, the embedding layer's input."""
+        """Unpadded log-mel `(n_mels, 2F)` of one clip (chunk-causal: floored at the running peak, as a stream is)."""
+        if self.config.audio_attention == "chunk-causal":
+            return causal_log_mel(wave, n_mels=self.n_mels)
         return log_mel(wave, n_mels=self.n_mels, pad_to_30s=False)
+
+    def set_audio_attention(self, kind: str) -> None:
+        """Run with another `model.audio_attention` than the one trained (a ConfigError names the choices)."""
+        self.config = batching.with_audio_attention(self.config, kind)
 
     # ---------------------------------------------------------------- batching
     def _text_ids(self, text: str) -> list[int]:
@@ -259,7 +267,7 @@ class AuraStudent(nn.Module):
         device = embed_tokens.weight.device
         mels = [m for clips in audio for m in clips]
         audio_embeds = iter(self.audio.embed_clips([m.to(device) for m in mels]) if mels else [])
-        rows = []
+        rows, chunk = [], chunk_tokens(self.config)
         for i, (text, clips) in enumerate(zip(texts, audio, strict=True)):
             pieces = text.split(AUDIO_PLACEHOLDER)
             if len(pieces) - 1 != len(clips):
@@ -270,8 +278,10 @@ class AuraStudent(nn.Module):
                 pieces[-1] = ""
             response = responses[i] if responses is not None else None
             response_ids = None if response is None else self._text_ids(self.response_text(response))
-            rows.append(splice_row(i, pieces, audio_embeds, response_ids, self._text_ids, embed_tokens))
-        bidirectional = self.config.audio_attention == "bidirectional"
+            rows.append(
+                splice_row(i, pieces, audio_embeds, response_ids, self._text_ids, embed_tokens, chunk)
+            )
+        bidirectional = self.config.audio_attention != "causal"  # chunk-causal: within each chunk
         return pad_rows(rows, bidirectional, device, labelled=responses is not None)
 
     # ---------------------------------------------------------------- forward

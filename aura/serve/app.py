@@ -9,7 +9,6 @@ of waiting clients. Every failure is answered in OpenAI's error shape and never 
 from __future__ import annotations
 
 import contextlib
-import hmac
 import logging
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
@@ -30,8 +29,10 @@ from aura.serve.limits import (
     APIError,
     ErrorResponse,
     Limits,
+    check_api_key,
 )
 from aura.serve.routes import Service
+from aura.serve.stream import add_stream_route
 
 log = logging.getLogger(__name__)
 
@@ -172,6 +173,14 @@ def create_app(
     app.post(
         "/v1/audio/transcriptions", dependencies=authorized, response_model=None, responses=ERROR_REPLIES
     )(service.transcriptions)
+    add_stream_route(
+        app,
+        model,
+        limits=service.limits,
+        admission=admission,
+        api_key=api_key,
+        default_max_tokens=default_max_tokens,
+    )
     return app
 
 
@@ -209,17 +218,7 @@ def _key_check(api_key: str | None) -> Callable[[Request], None]:
     """The dependency that refuses a /v1 request without the server's key (none set: all pass)."""
 
     def check_key(request: Request) -> None:
-        if api_key is None:
-            return
-        header = request.headers.get("authorization", "")
-        scheme, _, given = header.partition(" ")
-        if scheme.lower() != "bearer" or not hmac.compare_digest(given.strip().encode(), api_key.encode()):
-            message = (
-                "Missing API key: send 'Authorization: Bearer KEY'."
-                if not header
-                else "Incorrect API key provided."
-            )
-            raise APIError(401, message, code="invalid_api_key")
+        check_api_key(request.headers.get("authorization", ""), api_key)
 
     return check_key
 

@@ -8,6 +8,7 @@ instead of joining an ever longer queue. Everything here runs before any model w
 
 from __future__ import annotations
 
+import hmac
 import math
 from collections import deque
 from dataclasses import dataclass
@@ -153,3 +154,17 @@ class Admission:
 
     def leave(self) -> None:
         self.pending -= 1
+
+
+def check_api_key(header: str, api_key: str | None) -> None:
+    """A 401 unless the `Authorization` header carries `Bearer API_KEY` (anything goes without a key)."""
+    if api_key is None:
+        return
+    scheme, _, given = header.partition(" ")
+    if scheme.lower() != "bearer" or not hmac.compare_digest(given.strip().encode(), api_key.encode()):
+        message = (
+            "Missing API key: send 'Authorization: Bearer KEY'."
+            if not header
+            else "Incorrect API key provided."
+        )
+        raise APIError(401, message, code="invalid_api_key")
