@@ -173,14 +173,15 @@ def create_app(
     app.post(
         "/v1/audio/transcriptions", dependencies=authorized, response_model=None, responses=ERROR_REPLIES
     )(service.transcriptions)
-    add_stream_route(
-        app,
-        model,
-        limits=service.limits,
-        admission=admission,
-        api_key=api_key,
-        default_max_tokens=default_max_tokens,
-    )
+    if isinstance(model, AuraModel):  # the torch backend streams; llama.cpp's answers whole requests
+        add_stream_route(
+            app,
+            model,
+            limits=service.limits,
+            admission=admission,
+            api_key=api_key,
+            default_max_tokens=default_max_tokens,
+        )
     return app
 
 
