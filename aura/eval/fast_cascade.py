@@ -103,13 +103,7 @@ class LlamaCppChat:
         row = Row(self.tokenizer, GenerationRequest(messages=[], max_new_tokens=self.max_new_tokens), "cpu")
         self.llama.reset()  # forget the previous prompt: no KV prefix reuse across requests
         for token in self.llama.generate(ids, temp=0.0, repeat_penalty=1.0, reset=True):
-            if token in self.stop_ids:
-                row.finish = "stop"
-            else:
-                row.tokens.append(int(token))
-                if len(row.tokens) >= self.max_new_tokens:
-                    row.finish = "length"
-            piece = row.new_text(final=row.finish is not None)
+            piece = row.add(int(token), self.stop_ids)
             if piece:
                 yield piece
             if row.finish is not None:

@@ -103,16 +103,7 @@ class AuraModel(ChatModel):
         return cls(student, name=run_dir.name, train_config=checkpoint.read_train_config(run_dir))
 
     # ---------------------------------------------------------------- requests
-    def open_stream(
-        self,
-        prompt: str | None = None,
-        *,
-        system: str | None = None,
-        max_new_tokens: int = 256,
-        temperature: float = 0.0,
-        top_p: float = 1.0,
-        seed: int | None = None,
-    ) -> StreamingSession:
+    def open_stream(self, prompt: str | None = None, **options: object) -> StreamingSession:
         """A session for one request whose audio arrives while it is spoken (`aura.infer.streaming`):
         `feed(samples)` as it comes, then `finish()` for the answer's text pieces. The prompt and options
         are those of `request`; the audio goes where `<audio>` is, or before the prompt's text. Needs a
@@ -122,8 +113,7 @@ class AuraModel(ChatModel):
         prompt = TRANSCRIBE_PROMPT if prompt is None else prompt
         if AUDIO_PLACEHOLDER not in prompt:
             prompt = f"{AUDIO_PLACEHOLDER}\n{prompt}".rstrip("\n")
-        options = {"system": system, "max_new_tokens": max_new_tokens, "temperature": temperature}
-        request = self.request(None, prompt, top_p=top_p, seed=seed, **options)  # type: ignore[arg-type]
+        request = self.request(None, prompt, **options)  # type: ignore[arg-type]
         return StreamingSession(self, request)
 
     def stream(

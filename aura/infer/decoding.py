@@ -106,6 +106,16 @@ class Row:
     def text(self) -> str:
         return self.tokenizer.decode(self.tokens, skip_special_tokens=True)
 
+    def add(self, token: int, stop_ids: set[int]) -> str:
+        """Take the next token (a stop token, or reaching max_new_tokens, ends the row); the text it adds."""
+        if token in stop_ids:
+            self.finish = "stop"
+        else:
+            self.tokens.append(token)
+            if len(self.tokens) >= self.request.max_new_tokens:
+                self.finish = "length"
+        return self.new_text(final=self.finish is not None)
+
     def new_text(self, final: bool) -> str:
         """Text not yet handed out; a trailing partial UTF-8 character waits for its next token."""
         text = self.text()
@@ -213,14 +223,7 @@ class Decoding:
             for i, row in enumerate(rows):
                 if row.finish is not None:
                     continue
-                token = int(tokens[i])
-                if token in self.stop_ids:
-                    row.finish = "stop"
-                else:
-                    row.tokens.append(token)
-                    if len(row.tokens) >= row.request.max_new_tokens:
-                        row.finish = "length"
-                piece = row.new_text(final=row.finish is not None)
+                piece = row.add(int(tokens[i]), self.stop_ids)
                 if piece:
                     yield i, piece
                 if row.finish is not None and self.on_finish is not None:

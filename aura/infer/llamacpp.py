@@ -214,13 +214,7 @@ class LlamaCppModel(ChatModel):
         position = self._prefill(request)
         while True:
             token = int(sample(self._logits(), [row])[0])
-            if token in self.stop_ids:
-                row.finish = "stop"
-            else:
-                row.tokens.append(token)
-                if len(row.tokens) >= request.max_new_tokens:
-                    row.finish = "length"
-            piece = row.new_text(final=row.finish is not None)
+            piece = row.add(token, self.stop_ids)
             if piece:
                 yield piece
             if row.finish is not None:
