@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import threading
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -18,7 +18,7 @@ from peft import PeftModel
 
 from aura.audio.features import AudioSource
 from aura.config import AuraConfig
-from aura.infer.chat import ChatModel, OnText
+from aura.infer.chat import ChatModel, OnDone, OnText, Requests
 from aura.infer.decoding import (
     Decoding,
     GenerationRequest,
@@ -156,10 +156,7 @@ class AuraModel(ChatModel):
         )
 
     def run_batch(
-        self,
-        requests: Sequence[GenerationRequest],
-        on_text: OnText | None = None,
-        on_done: Callable[[int, GenerationResult], None] | None = None,
+        self, requests: Requests, on_text: OnText | None = None, on_done: OnDone | None = None
     ) -> list[GenerationResult]:
         """Generate for all requests together; `on_text(row, piece)` returning False stops that row, and
         `on_done(row, result)` hands out each row's result as soon as it is complete (a short answer need

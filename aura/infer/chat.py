@@ -16,6 +16,8 @@ from aura.infer.decoding import GenerationRequest, GenerationResult
 from aura.model.prompt import AUDIO_PLACEHOLDER, TRANSCRIBE_PROMPT, audio_first
 
 OnText = Callable[[int, str], bool]  # (row, new text) -> keep generating this row?
+Requests = Sequence[GenerationRequest]  # one batch, answered together
+OnDone = Callable[[int, GenerationResult], None]  # (row, its result) as soon as that row is complete
 
 
 class ChatModel(ABC):
@@ -33,10 +35,7 @@ class ChatModel(ABC):
 
     @abstractmethod
     def run_batch(
-        self,
-        requests: Sequence[GenerationRequest],
-        on_text: OnText | None = None,
-        on_done: Callable[[int, GenerationResult], None] | None = None,
+        self, requests: Requests, on_text: OnText | None = None, on_done: OnDone | None = None
     ) -> list[GenerationResult]:
         """Answer `requests`; `on_text(row, piece)` returning False stops that row, `on_done(row, result)`
         hands out each row's result as soon as it is complete."""

@@ -32,7 +32,7 @@ import logging
 import math
 import threading
 import weakref
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from types import ModuleType
 from typing import Any
@@ -45,7 +45,7 @@ from transformers import AutoTokenizer
 
 from aura.audio.features import WINDOW_SAMPLES, AudioSource, encoder_frames, log_mel
 from aura.config import AuraConfig, load_config
-from aura.infer.chat import ChatModel, OnText
+from aura.infer.chat import ChatModel, OnDone, OnText, Requests
 from aura.infer.decoding import GenerationRequest, GenerationResult, Row, sample
 from aura.infer.gguf_export import MANIFEST
 from aura.model.checkpoint import CONFIG_FILE, EMBEDDING_FILE, TRAIN_CONFIG, checkpoint_folder
@@ -233,10 +233,7 @@ class LlamaCppModel(ChatModel):
             yield from self._pieces(request, Row(self.tokenizer, request, torch.device("cpu")))
 
     def run_batch(
-        self,
-        requests: Sequence[GenerationRequest],
-        on_text: OnText | None = None,
-        on_done: Callable[[int, GenerationResult], None] | None = None,
+        self, requests: Requests, on_text: OnText | None = None, on_done: OnDone | None = None
     ) -> list[GenerationResult]:
         """Answer the requests one after another (see the module docstring); a request with a value out
         of range or over the context raises before any model work."""
