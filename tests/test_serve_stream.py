@@ -21,7 +21,9 @@ def _talk(url: str, settings: dict, audio: list[bytes], key: str | None = KEY) -
     headers = {"Authorization": f"Bearer {key}"} if key else {}
     received = []
     with connect(url, additional_headers=headers) as ws:
-        ws.send(json.dumps(settings))
+        # a refused key is answered, and the socket closed, before the settings may have left
+        with contextlib.suppress(ConnectionClosed):
+            ws.send(json.dumps(settings))
         received.append(json.loads(ws.recv()))
         if received[0]["type"] == "error":
             return received
