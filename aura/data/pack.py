@@ -71,7 +71,7 @@ def pack_manifest(
         parts = []
         for i, gap in pack:
             parts.append(np.zeros(round(gap * SAMPLE_RATE), np.float32))
-            parts.append(load_audio(str(source.parent / examples[i].audio)))
+            parts.append(load_audio(examples[i].audio))  # read_manifest resolved the path
         wave = np.concatenate(parts)
         name = f"audio/pack-{n:05d}.wav"
         sf.write(folder / name, wave, SAMPLE_RATE, subtype="PCM_16")

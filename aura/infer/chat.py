@@ -13,7 +13,7 @@ from transformers import PreTrainedTokenizerBase
 
 from aura.audio.features import WINDOW_SAMPLES, AudioSource, encoder_frames, load_audio
 from aura.infer.decoding import GenerationRequest, GenerationResult
-from aura.model.prompt import AUDIO_PLACEHOLDER, TRANSCRIBE_PROMPT, audio_first
+from aura.model.prompt import AUDIO_PLACEHOLDER, TRANSCRIBE_PROMPT, audio_first, render_chat
 
 OnText = Callable[[int, str], bool]  # (row, new text) -> keep generating this row?
 Requests = Sequence[GenerationRequest]  # one batch, answered together
@@ -31,7 +31,7 @@ class ChatModel(ABC):
 
     def render(self, messages: list[dict[str, str]]) -> str:
         """Chat-templated text for `messages`, ending with the assistant's generation prompt."""
-        return self.tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+        return render_chat(self.tokenizer, messages)
 
     @abstractmethod
     def run_batch(

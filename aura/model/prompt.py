@@ -3,6 +3,8 @@ place (first), the transcription prompts, and a prompt with a transcript in plac
 
 from __future__ import annotations
 
+from transformers import PreTrainedTokenizerBase
+
 AUDIO_PLACEHOLDER = "<audio>"
 
 
@@ -31,3 +33,8 @@ def audio_first(prompt: str | None, clips: int = 1) -> str:
     if clips and AUDIO_PLACEHOLDER not in prompt:
         return "\n".join([AUDIO_PLACEHOLDER] * clips + [prompt]).rstrip("\n")
     return prompt
+
+
+def render_chat(tokenizer: PreTrainedTokenizerBase, messages: list[dict[str, str]]) -> str:
+    """Chat-templated text for `messages`, ending with the assistant's generation prompt."""
+    return tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)

@@ -49,7 +49,7 @@ from aura.model.batching import StudentBatch, chunk_tokens, pad_rows, splice_row
 from aura.model.checkpoint import CheckpointError, StudentMeta
 from aura.model.embedding import AudioEmbedding, token_embedding_rms
 from aura.model.llm import base_model, decoder_layers, load_llm
-from aura.model.prompt import AUDIO_PLACEHOLDER, audio_first
+from aura.model.prompt import AUDIO_PLACEHOLDER, audio_first, render_chat
 
 
 def submodule_state(state_dict: dict[str, torch.Tensor], prefix: str) -> dict[str, torch.Tensor]:
@@ -213,7 +213,7 @@ class AuraStudent(nn.Module):
     # ---------------------------------------------------------------- prompts
     def render(self, messages: list[dict[str, str]]) -> str:
         """Chat-templated text for `messages`, ending with the assistant's generation prompt."""
-        return self.tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+        return render_chat(self.tokenizer, messages)
 
     def render_prompt(self, prompt: str | None, system: str | None = None, audio: bool = True) -> str:
         """One user turn; with `audio`, a prompt without `<audio>` gets the audio before its text."""
