@@ -30,27 +30,25 @@ import torch
 from accelerate import Accelerator, PartialState
 from accelerate.state import AcceleratorState, GradientState
 from accelerate.utils import DistributedType, FullyShardedDataParallelPlugin, set_seed
-from peft import set_peft_model_state_dict
 from tqdm.auto import tqdm
 
 from aura.audio.features import encoder_frames
 from aura.config import AuraConfig, ConfigError, flatten
 from aura.distill.heads import (
-    HEADS_FILE,
     DistillHeads,
     TranscriptReader,
     layer_map,
 )
 from aura.distill.probe import ProbeTracker, load_clips
-from aura.model.checkpoint import CheckpointError, read_trained_weights, run_folders
 from aura.model.student import AuraStudent
-from aura.registry import ModelNotFoundError, aura_home
+from aura.registry import aura_home
 from aura.teacher.cache import TeacherCache
 from aura.train.batches import Clip, TrainBatch, batch_indices, load_train_clips
 from aura.train.checkpointing import Checkpointing
 from aura.train.metrics_log import MetricsLog
 from aura.train.run_dir import TrainError, finished_message, finished_step, last_checkpoint
 from aura.train.step import TrainModule
+from aura.train.warm_start import warm_start
 
 
 def cache_root(cfg: AuraConfig) -> Path:
@@ -188,7 +186,7 @@ class Trainer(Checkpointing, MetricsLog):
         del teacher  # only the transcript loss keeps the frozen teacher
         if cfg.train.grad_checkpointing:
             student.llm.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
-        heads_trained = bool(cfg.train.init_from) and self._init_from(student, cfg.train.init_from)
+        heads_trained = bool(cfg.train.init_from) and warm_start(student, self.heads, cfg.train.init_from)
         return student, reader, heads_trained
 
     def _setup_optimizer(self, student: AuraStudent, heads_trained: bool) -> torch.optim.Optimizer:
@@ -273,28 +271,6 @@ class Trainer(Checkpointing, MetricsLog):
             return ProbeTracker(teacher, self.heads, probe_clips, self.config.model.k)
         except ValueError as err:
             raise ConfigError(f"{path}: {err}") from err
-
-    def _init_from(self, student: AuraStudent, previous: str) -> bool:
-        """Start from a previous run's trained adapter, embedding and heads (e.g. joint after distill, or
-        a continuation of the shipped checkpoint); True when its heads were loaded too."""
-        try:
-            final, run_dir = run_folders(previous)
-            adapter, audio = read_trained_weights(final)
-        except (CheckpointError, ModelNotFoundError) as err:
-            raise TrainError(f"train.init_from={previous}: {err}") from err
-        try:
-            set_peft_model_state_dict(student.llm, adapter)
-            student.audio.load_state_dict(audio, strict=False)
-            if self.heads is not None and (run_dir / HEADS_FILE).is_file():
-                previous_heads = DistillHeads.load(run_dir / HEADS_FILE)
-                if previous_heads.pairs == self.heads.pairs:
-                    self.heads.heads.load_state_dict(previous_heads.heads.state_dict())
-                    return True
-        except RuntimeError as err:
-            raise TrainError(
-                f"train.init_from={previous}: its weights do not fit this model config ({err})."
-            ) from err
-        return False
 
     def _mel(self, clip: Clip) -> torch.Tensor:
         if clip.mel is None:
