@@ -21,6 +21,8 @@ BENCHMARKS = (
     "serving",
     "llamacpp",
     "synth_engines",
+    "espeak_voices",
+    "probe_ceiling",
 )
 
 
