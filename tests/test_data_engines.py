@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import json
 import random
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -52,3 +54,13 @@ def test_each_engine_speaks_what_whisper_hears(name: str) -> None:
     heard = load_teacher("whisper-tiny.en").transcribe(waves)
     wer = error_rates([normalize_transcript(t) for t in TEXTS], heard).wer
     assert wer <= 0.1, (name, heard)
+
+
+def test_espeak_trains_on_exactly_the_voices_measured_intelligible() -> None:
+    """`TRAIN_VOICES` is what `benchmarks/espeak_voices.py` measured, not a hand-picked list."""
+    from aura.data.engines.espeak import BASE_VOICES, INTELLIGIBLE_WER, TRAIN_VOICES, VARIANTS
+
+    measured = json.loads((Path(__file__).parents[1] / "benchmarks/results/espeak_voices.json").read_text())
+    candidates = {f"{b}+{v}" if v else b for b in BASE_VOICES["train"] for v in VARIANTS["train"]}
+    assert candidates <= set(measured["wer"]) and measured["intelligible_wer"] == INTELLIGIBLE_WER
+    assert set(TRAIN_VOICES) == {v for v in candidates if measured["wer"][v] <= INTELLIGIBLE_WER}
