@@ -364,9 +364,10 @@ def _kill_when(command: list[str], ready: Callable[[], bool], timeout: float = 1
 
 
 def _logged_steps(run_dir: Path) -> int:
-    path = run_dir / "metrics.csv"
     try:
-        return max((int(r["step"]) for r in _rows(run_dir)), default=0) if path.is_file() else 0
+        return max((int(r["step"]) for r in _rows(run_dir)), default=0)
+    except FileNotFoundError:  # not written yet, or being replaced by a resumed run starting afresh
+        return 0
     except (ValueError, KeyError):  # a row being written
         return 0
 
