@@ -11,7 +11,7 @@ from __future__ import annotations
 import random
 
 from aura.data.corpus import sentences_in
-from aura.data.engines.espeak import BASE_VOICES, INTELLIGIBLE_WER, VARIANTS, Espeak
+from aura.data.engines.espeak import INTELLIGIBLE_WER, Espeak, candidates
 from aura.metrics import error_rates, normalize_transcript
 from benchmarks.common import write_result
 
@@ -22,9 +22,7 @@ def run() -> dict:
     from aura.teacher.whisper import load_teacher
 
     engine = Espeak()
-    voices = sorted(
-        {f"{b}+{v}" if v else b for kind in BASE_VOICES for b in BASE_VOICES[kind] for v in VARIANTS[kind]}
-    )
+    voices = sorted({*candidates("train"), *candidates("heldout")})
     pool = list(sentences_in("test"))
     rng = random.Random(0)
     texts = rng.sample(pool, CLIPS_PER_VOICE)  # the same sentences for every voice: voices compare

@@ -58,9 +58,9 @@ def test_each_engine_speaks_what_whisper_hears(name: str) -> None:
 
 def test_espeak_trains_on_exactly_the_voices_measured_intelligible() -> None:
     """`TRAIN_VOICES` is what `benchmarks/espeak_voices.py` measured, not a hand-picked list."""
-    from aura.data.engines.espeak import BASE_VOICES, INTELLIGIBLE_WER, TRAIN_VOICES, VARIANTS
+    from aura.data.engines.espeak import INTELLIGIBLE_WER, TRAIN_VOICES, candidates
 
     measured = json.loads((Path(__file__).parents[1] / "benchmarks/results/espeak_voices.json").read_text())
-    candidates = {f"{b}+{v}" if v else b for b in BASE_VOICES["train"] for v in VARIANTS["train"]}
-    assert candidates <= set(measured["wer"]) and measured["intelligible_wer"] == INTELLIGIBLE_WER
-    assert set(TRAIN_VOICES) == {v for v in candidates if measured["wer"][v] <= INTELLIGIBLE_WER}
+    train = set(candidates("train"))
+    assert train <= set(measured["wer"]) and measured["intelligible_wer"] == INTELLIGIBLE_WER
+    assert set(TRAIN_VOICES) == {v for v in train if measured["wer"][v] <= INTELLIGIBLE_WER}

@@ -366,9 +366,8 @@ def _kill_when(command: list[str], ready: Callable[[], bool], timeout: float = 1
 def _logged_steps(run_dir: Path) -> int:
     try:
         return max((int(r["step"]) for r in _rows(run_dir)), default=0)
-    except FileNotFoundError:  # not written yet, or being replaced by a resumed run starting afresh
-        return 0
-    except (ValueError, KeyError):  # a row being written
+    # not written yet, replaced by a resumed run starting afresh, or a row being written
+    except (FileNotFoundError, ValueError, KeyError):
         return 0
 
 

@@ -21,6 +21,13 @@ VARIANTS = {
     "train": ("", "m1", "m2", "m3", "m4", "m7", "m8", "f1", "f2", "f3", "f4", "f5"),
     "heldout": ("m5", "m6"),
 }
+
+
+def candidates(kind: str) -> tuple[str, ...]:
+    """The candidate voices of a set ("train" or "heldout"): each base accent with each variant."""
+    return tuple(f"{b}+{v}" if v else b for b in BASE_VOICES[kind] for v in VARIANTS[kind])
+
+
 # Above this greedy Whisper tiny.en WER a training voice is not used (`python -m benchmarks.espeak_voices`:
 # the same 6 test sentences per voice): speech a listener cannot follow teaches the reading nothing.
 INTELLIGIBLE_WER = 0.3
@@ -41,7 +48,7 @@ class Espeak(Engine):
     name = "espeak"
     voices = {
         "train": TRAIN_VOICES,
-        "heldout": tuple(f"{v}+{var}" for v in BASE_VOICES["heldout"] for var in VARIANTS["heldout"]),
+        "heldout": candidates("heldout"),
     }
     install = "apt-get install espeak-ng"
 
