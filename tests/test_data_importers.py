@@ -218,3 +218,30 @@ def test_asterisk_import_of_the_installed_package(tmp_path: Path) -> None:
         ex.transcript and "[" not in ex.response and "second of silence" not in ex.response for ex in dev
     )
     assert max(ex.duration for ex in dev + test) > 30  # long prompts are kept: eval reads them in windows
+
+
+def test_audio_folder_import_is_untranscribed_audio_for_distillation(tmp_path: Path) -> None:
+    """Spoken clips at 8 and 16 kHz in nested folders, and a silent one that teaches nothing."""
+    from aura.data.engines import get_engine
+
+    src = tmp_path / "recordings"
+    (src / "fr").mkdir(parents=True)
+    espeak = get_engine("espeak")
+    wave = espeak.speak("Please hold the line.", "en-us", {"rate": 150, "pitch": 50})
+    sf.write(src / "hold.wav", wave, SAMPLE_RATE)
+    sf.write(src / "fr" / "hold-8k.ogg", wave[::2], 8000)
+    sf.write(src / "fr" / "quiet.wav", np.zeros(SAMPLE_RATE, np.float32), SAMPLE_RATE)
+    (src / "notes.txt").write_text("not audio")
+    out = tmp_path / "out"
+    result = CliRunner().invoke(
+        app, ["data", "import", "--from", "audio-folder", str(src), "--out", str(out), "--skip-bad"]
+    )
+    assert result.exit_code == 0, result.output
+    examples = read_manifest(out / "manifest.jsonl")
+    assert [ex.id for ex in examples] == ["fr-hold-8k", "hold"]
+    assert all(ex.task == "audio" and ex.response is None and ex.transcript is None for ex in examples)
+    assert sf.info(examples[0].audio).samplerate == SAMPLE_RATE  # the 8-kHz ogg was resampled
+    rejected = [json.loads(line) for line in (out / "rejects.jsonl").read_text().splitlines()]
+    assert len(rejected) == 1 and "no sound" in rejected[0]["reason"] and "quiet.wav" in rejected[0]["file"]
+    with pytest.raises(ValueError, match="not a folder"):
+        import_corpus("audio-folder", src / "hold.wav", tmp_path / "o2", progress=False)

@@ -48,7 +48,7 @@ def faulty(tmp_path: Path) -> Path:
     lines = [
         _row(1),  # 1 good
         '{"id": "ex2", "audio": ',  # 2 bad JSON
-        _row(3, response=None),  # 3 missing field
+        _row(3, response=None),  # 3 no response for a task that needs one
         _row(4, audio="audio/missing.wav"),  # 4 missing file
         _row(5, audio="audio/corrupt.wav"),  # 5 corrupt audio
         _row(6, duration=1.5),  # 6 duration mismatch
@@ -66,7 +66,7 @@ def faulty(tmp_path: Path) -> Path:
 
 EXPECTED = {
     2: "not valid JSON",
-    3: "missing field 'response'",
+    3: "task 'asr' needs a response",
     4: "does not exist",
     5: "does not decode",
     6: "duration says 1.500 s but the audio is 1.000 s",

@@ -10,7 +10,7 @@ from typer.testing import CliRunner
 
 from aura.audio.features import SAMPLE_RATE, load_audio
 from aura.cli import app
-from aura.data.manifest import read_manifest
+from aura.data.manifest import read_manifest, write_manifest
 from aura.data.pack import GAP_SECONDS, pack_manifest, plan_packs
 from tests.conftest import make_manifest
 
@@ -66,3 +66,18 @@ def test_cli_packs_and_names_a_bad_manifest(tmp_path: Path) -> None:
     assert len(read_manifest(tmp_path / "p" / "manifest.jsonl")) >= 2
     result = runner.invoke(app, ["data", "pack", str(tmp_path / "none.jsonl"), "--out", str(tmp_path / "q")])
     assert result.exit_code == 2 and "none.jsonl" in result.output
+
+
+def test_untranscribed_clips_pack_into_distillation_windows(tmp_path: Path) -> None:
+    source = make_manifest(tmp_path / "data", count=6)
+    bare = [
+        ex.model_copy(update={"task": "audio", "response": None, "transcript": None})
+        for ex in read_manifest(source)
+    ]
+    write_manifest(bare, source)
+    packed = read_manifest(
+        pack_manifest(source, tmp_path / "packed", 2.0, 4.0, prefix="real", progress=False)
+    )
+    assert packed and all(
+        ex.id.startswith("real-") and ex.task == "audio" and ex.response is None for ex in packed
+    )

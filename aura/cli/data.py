@@ -154,7 +154,11 @@ _DataImportReference = Annotated[
 
 @data_app.command("import")
 def data_import(
-    source: str = typer.Option(..., "--from", help="librispeech, csv, hf-disk or asterisk."),
+    source: str = typer.Option(
+        ...,
+        "--from",
+        help="librispeech, csv, hf-disk, audio-folder (untranscribed: distillation only) or asterisk.",
+    ),
     src: _DataImportSrc = None,
     out: str = typer.Option(..., "--out", help="Output folder (manifest.jsonl and audio/)."),
     max_seconds: _DataImportMaxSeconds = None,
@@ -221,6 +225,9 @@ def data_pack(
     min_seconds: float = typer.Option(10.0, "--min-seconds", help="Shortest window length drawn."),
     max_seconds: float = typer.Option(28.0, "--max-seconds", help="Longest window (at most 30 s)."),
     seed: int = typer.Option(0, "--seed", help="Seeds the clip order, the window lengths and the pauses."),
+    prefix: str = typer.Option(
+        "pack", "--prefix", help="Start of the windows' ids, so packs of several manifests can be joined."
+    ),
 ) -> None:
     """Join short clips into long windows for distillation: the teacher pays per 30-s window, so one pass
     yields the targets of every clip in it."""
@@ -228,7 +235,7 @@ def data_pack(
     from aura.data.pack import pack_manifest
 
     try:
-        path = pack_manifest(manifest, out, min_seconds, max_seconds, seed)
+        path = pack_manifest(manifest, out, min_seconds, max_seconds, seed, prefix=prefix)
     except (ManifestError, FileNotFoundError, ValueError) as err:
         err_console.print(f"[red]error:[/red] {err}")
         raise typer.Exit(2) from err

@@ -1,8 +1,9 @@
 """`aura data import`: turn existing speech corpora into a manifest.
 
 Sources: LibriSpeech-style folders (`*.flac` + `*.trans.txt`), a CSV/TSV of `path,text`, a Hugging
-Face `datasets` dataset saved with `save_to_disk` that has an Audio column, and the Asterisk English
-telephone prompts (real recorded speech, for evaluation only: `import_asterisk`). Every clip is decoded once
+Face `datasets` dataset saved with `save_to_disk` that has an Audio column, a folder of untranscribed
+recordings (`audio-folder`: task `audio`, for distillation, which needs no transcript), and the Asterisk
+English telephone prompts (real recorded speech, for evaluation only: `import_asterisk`). Every clip is decoded once
 (which proves it is readable and gives its true duration); clips already 16-kHz mono are copied (or
 referenced in place), others are resampled to 16-kHz wav. Bad items fail the import with every problem
 listed, or with `skip_bad` go to `rejects.jsonl`: nothing is dropped unseen.
@@ -23,8 +24,9 @@ import numpy as np
 import soundfile as sf
 from tqdm import tqdm
 
-from aura.audio.features import SAMPLE_RATE, AudioError, load_audio
+from aura.audio.features import SAMPLE_RATE, AudioError, has_sound, load_audio
 from aura.data.manifest import (
+    AUDIO_TASK,
     DEFAULT_MAX_SECONDS,
     REJECTS_NAME,
     Example,
@@ -36,7 +38,7 @@ from aura.data.manifest import (
 from aura.metrics import normalize_transcript
 from aura.model.prompt import ASR_PROMPTS
 
-SOURCES = ("librispeech", "csv", "hf-disk", "asterisk")
+SOURCES = ("librispeech", "csv", "hf-disk", "audio-folder", "asterisk")
 # Debian's `asterisk-core-sounds-en-wav` (audio) and `asterisk-core-sounds-en` (transcripts).
 ASTERISK_AUDIO = Path("/usr/share/asterisk/sounds/en_US_f_Allison")
 ASTERISK_TRANSCRIPTS = Path("/usr/share/doc/asterisk-core-sounds-en/core-sounds-en.txt.gz")
@@ -45,6 +47,7 @@ _ASTERISK_NOTE = re.compile(r"\s*(\[[^\]]*\]|<[^>]*>|\([^)]*\))")
 TEXT_COLUMNS = ("text", "transcript", "transcription", "sentence", "normalized_text")
 PATH_COLUMNS = ("path", "audio", "file", "filename")
 _AUDIO_SUFFIXES = (".flac", ".wav")
+_FOLDER_SUFFIXES = (".flac", ".wav", ".ogg")  # what soundfile decodes
 
 
 @dataclass(frozen=True)
@@ -169,6 +172,17 @@ def hf_disk_items(src: Path) -> Iterator[Item]:
             yield Item(clip_id, audio, text, where, index + 1, problem)
 
 
+def audio_folder_items(src: Path) -> Iterator[Item]:
+    """Every .wav, .flac and .ogg file under `src`, untranscribed; ids are the paths below `src`."""
+    if not src.is_dir():
+        raise ValueError(f"{src}: not a folder; --from audio-folder imports every audio file under a folder.")
+    files = sorted(p for p in src.rglob("*") if p.suffix.lower() in _FOLDER_SUFFIXES and p.is_file())
+    if not files:
+        raise ValueError(f"{src}: no {', '.join(_FOLDER_SUFFIXES)} files under it.")
+    for audio in files:
+        yield Item(_safe_id("-".join(audio.relative_to(src).with_suffix("").parts)), audio, "", str(audio), 0)
+
+
 def asterisk_half(name: str) -> str:
     """The fixed half (`dev` or `test`) of an Asterisk prompt: a stable hash of its name."""
     return ("dev", "test")[hashlib.sha256(name.encode()).digest()[0] % 2]
@@ -257,7 +271,12 @@ def import_corpus(
 
     With `reference`, 16-kHz mono files stay where they are and the manifest points at them.
     """
-    readers = {"librispeech": librispeech_items, "csv": csv_items, "hf-disk": hf_disk_items}
+    readers = {
+        "librispeech": librispeech_items,
+        "csv": csv_items,
+        "hf-disk": hf_disk_items,
+        "audio-folder": audio_folder_items,
+    }
     if source not in readers:
         raise ValueError(
             f"unknown source kind '{source}'; use one of {', '.join(readers)} (asterisk: import_asterisk)"
@@ -274,6 +293,7 @@ def import_corpus(
         skip_bad=skip_bad,
         reference=reference,
         progress=progress,
+        transcribed=source != "audio-folder",
     )
 
 
@@ -286,9 +306,11 @@ def _import_items(
     skip_bad: bool = False,
     reference: bool = False,
     progress: bool = True,
+    transcribed: bool = True,
 ) -> tuple[Path, int, int]:
-    """Decode and store `items` as asr examples in `out/manifest.jsonl`; bad ones fail it or, with
-    `skip_bad`, go to `out/rejects.jsonl`."""
+    """Decode and store `items` as asr examples in `out/manifest.jsonl` (untranscribed: task `audio`,
+    and clips without sound are rejected, since they teach distillation nothing); bad ones fail it or,
+    with `skip_bad`, go to `out/rejects.jsonl`."""
     (out / "audio").mkdir(parents=True, exist_ok=True)
     examples: list[Example] = []
     problems: list[Problem] = []
@@ -307,16 +329,19 @@ def _import_items(
         except AudioError as err:
             problems.append(Problem(item.where, item.line, str(err), raw))
             continue
+        if not transcribed and not has_sound(wave):
+            problems.append(Problem(item.where, item.line, "no sound: too short or silent", raw))
+            continue
         seen.add(item.id)
         audio = _store(item, wave, out / "audio", reference)
         examples.append(
             Example(
                 id=item.id,
                 audio=str(audio.resolve()),
-                task="asr",
+                task="asr" if transcribed else AUDIO_TASK,
                 prompt=ASR_PROMPTS[0],
-                response=_natural(item.text),
-                transcript=normalize_transcript(item.text),
+                response=_natural(item.text) if transcribed else None,
+                transcript=normalize_transcript(item.text) if transcribed else None,
                 duration=round(wave.size / SAMPLE_RATE, 3),
             )
         )

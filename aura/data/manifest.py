@@ -14,7 +14,7 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from aura.audio.features import SAMPLE_RATE, AudioError, load_audio
 from aura.data.augment import Augmentation
@@ -23,6 +23,8 @@ from aura.model.prompt import AUDIO_PLACEHOLDER
 DEFAULT_MAX_SECONDS = 30.0
 DURATION_TOLERANCE = 0.1  # seconds; declared vs decoded length (resampling rounds a few samples)
 REJECTS_NAME = "rejects.jsonl"
+# the task of untranscribed audio: distillation needs only the clip (the teacher labels it), so it has no response
+AUDIO_TASK = "audio"
 
 
 class Example(BaseModel):
@@ -34,7 +36,9 @@ class Example(BaseModel):
     audio: str = Field(min_length=1, description="clip path, relative to the manifest file")
     task: str = Field(min_length=1, description="asr, spoken-qa, context-qa, summarize, ...")
     prompt: str = Field(description="text part of the request; `<audio>` marks where the clip goes")
-    response: str = Field(min_length=1, description="target text")
+    response: str | None = Field(
+        default=None, min_length=1, description=f"target text (none only for task '{AUDIO_TASK}')"
+    )
     transcript: str | None = Field(default=None, description="normalised gold words of the clip")
     duration: float = Field(gt=0, description="clip length in seconds")
     engine: str | None = Field(
@@ -51,6 +55,14 @@ class Example(BaseModel):
     parts: list[str] | None = Field(
         default=None, description="ids of the clips a packed window joins, in order (aura.data.pack)"
     )
+
+    @model_validator(mode="after")
+    def _response_unless_audio(self) -> Example:
+        if self.response is None and self.task != AUDIO_TASK:
+            raise ValueError(
+                f"task '{self.task}' needs a response; only task '{AUDIO_TASK}' (untranscribed) has none"
+            )
+        return self
 
 
 @dataclass(frozen=True)
@@ -85,6 +97,8 @@ def _validation_message(err: ValidationError) -> str:
         field = ".".join(str(x) for x in item["loc"]) or "line"
         if item["type"] == "missing":
             parts.append(f"missing field '{field}'")
+        elif not item["loc"]:  # a whole-example rule
+            parts.append(str(item["msg"]).removeprefix("Value error, "))
         elif item["type"] == "extra_forbidden":
             parts.append(f"unknown field '{field}'")
         else:

@@ -16,7 +16,7 @@ import soundfile as sf
 from tqdm import tqdm
 
 from aura.audio.features import SAMPLE_RATE, load_audio
-from aura.data.manifest import DEFAULT_MAX_SECONDS, Example, read_manifest, write_manifest
+from aura.data.manifest import AUDIO_TASK, DEFAULT_MAX_SECONDS, Example, read_manifest, write_manifest
 
 GAP_SECONDS = (0.2, 0.6)  # silence between packed clips: a pause, not a new recording
 
@@ -58,9 +58,12 @@ def pack_manifest(
     max_seconds: float = 28.0,
     seed: int = 0,
     progress: bool = True,
+    prefix: str = "pack",
 ) -> Path:
     """Write `out/manifest.jsonl` and `out/audio/pack-NNNNN.wav`: every clip of `manifest` exactly once.
-    A pack's transcript and response join its clips' in order; its prompt is its first clip's."""
+    A pack's transcript and response join its clips' in order (a pack with an untranscribed clip is task
+    `audio`, for distillation only); its prompt is its first clip's; ids are `prefix-NNNNN`, so packs of
+    several manifests can be joined into one."""
     source = Path(manifest)
     examples = read_manifest(source)
     packs = plan_packs([e.duration for e in examples], min_seconds, max_seconds, seed)
@@ -73,17 +76,19 @@ def pack_manifest(
             parts.append(np.zeros(round(gap * SAMPLE_RATE), np.float32))
             parts.append(load_audio(examples[i].audio))  # read_manifest resolved the path
         wave = np.concatenate(parts)
-        name = f"audio/pack-{n:05d}.wav"
+        name = f"audio/{prefix}-{n:05d}.wav"
         sf.write(folder / name, wave, SAMPLE_RATE, subtype="PCM_16")
         members = [examples[i] for i, _ in pack]
         transcripts = [e.transcript for e in members if e.transcript]
+        responses = [e.response for e in members if e.response is not None]
+        whole = len(responses) == len(members)  # else a window for distillation only
         rows.append(
             Example(
-                id=f"pack-{n:05d}",
+                id=f"{prefix}-{n:05d}",
                 audio=name,
-                task="asr",
+                task="asr" if whole else AUDIO_TASK,
                 prompt=members[0].prompt,
-                response=" ".join(e.response for e in members),
+                response=" ".join(responses) if whole else None,
                 transcript=" ".join(transcripts) if len(transcripts) == len(members) else None,
                 duration=round(len(wave) / SAMPLE_RATE, 3),
                 parts=[e.id for e in members],

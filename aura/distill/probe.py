@@ -37,7 +37,7 @@ PROBE_SLACK_TOKENS = 2  # decoder length cap: reference length in Whisper tokens
 class Clip:
     id: str
     prompt: str
-    response: str
+    response: str | None
     reference: str | None
     wave: np.ndarray
 

@@ -228,6 +228,10 @@ def diagnose(
     folder, run_dir, student = _trained_student(model)
     config = _run_config(run_dir, student)
     clips = load_clips(data, limit)
+    if any(clip.response is None for clip in clips):
+        raise ValueError(
+            f"{data}: untranscribed clips have no response to measure listening on; pass asr clips."
+        )
     teacher = load_teacher(student.config.teacher)
     heads_path = run_dir / HEADS_FILE
     heads = DistillHeads.load(heads_path) if heads_path.is_file() else None

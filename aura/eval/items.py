@@ -69,4 +69,10 @@ def load_items(manifests: str | Path | Sequence[str | Path], limit: int | None =
     repeated = sorted(ex_id for ex_id, count in seen.items() if count > 1)
     if repeated:
         raise EvalError(f"example id(s) {repeated[:5]} appear in more than one manifest; ids must be unique.")
+    bare = [ex.id for ex in examples if ex.response is None]
+    if bare:
+        raise EvalError(
+            f"{len(bare)} example(s) have no response to score against (untranscribed audio, e.g. {bare[0]}); "
+            "evaluate on a manifest with responses."
+        )
     return [EvalItem.from_example(ex) for ex in examples]

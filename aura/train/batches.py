@@ -9,7 +9,7 @@ import numpy as np
 import torch
 
 from aura.audio.features import load_audio
-from aura.data.manifest import Example, read_manifest
+from aura.data.manifest import AUDIO_TASK, Example, read_manifest
 from aura.model.prompt import AUDIO_PLACEHOLDER
 from aura.train.run_dir import TrainError
 
@@ -36,10 +36,17 @@ class TrainBatch:
     transcripts: list[tuple[int, str | None]] | None = None
 
 
-def load_train_clips(path: str, max_seconds: float, role: str) -> list[Clip]:
+def load_train_clips(path: str, max_seconds: float, role: str, need_response: bool) -> list[Clip]:
+    """A manifest's clips decoded; `need_response` (the joint stage) refuses untranscribed ones."""
     examples = read_manifest(path, max_seconds=max_seconds)
     if not examples:
         raise TrainError(f"{path}: the {role} manifest has no examples.")
+    bare = [ex.id for ex in examples if ex.response is None]
+    if need_response and bare:
+        raise TrainError(
+            f"{path}: {len(bare)} {role} example(s) have no response (task '{AUDIO_TASK}', e.g. {bare[0]}); "
+            "the joint stage learns to answer, so train on them with train.stage=distill, or give them one."
+        )
     clips = []
     for ex in examples:
         if ex.prompt.count(AUDIO_PLACEHOLDER) > 1:

@@ -73,7 +73,7 @@ class Release:
         return {name: [self.fill(v) for v in options] for name, options in self.recipe["synth"].items()}
 
     def imports(self) -> dict[str, list[str]]:
-        """Folder under `data` -> its `aura data import` options (real recorded speech, evaluation only)."""
+        """Folder under `data` -> its `aura data import` options (real recorded speech)."""
         return {
             name: [self.fill(v) for v in spec["args"]]
             for name, spec in (self.recipe.get("imports") or {}).items()
@@ -120,7 +120,13 @@ class Release:
             if "pack" in spec:
                 if not (target / "manifest.jsonl").is_file():
                     lengths = {k: float(spec[k]) for k in ("min_seconds", "max_seconds") if k in spec}
-                    pack_manifest(source(spec["pack"]), target, seed=int(spec.get("seed", 0)), **lengths)
+                    pack_manifest(
+                        source(spec["pack"]),
+                        target,
+                        seed=int(spec.get("seed", 0)),
+                        prefix=str(spec.get("prefix", "pack")),
+                        **lengths,
+                    )
                 continue
             if target.is_file():
                 continue

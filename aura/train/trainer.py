@@ -153,10 +153,9 @@ class Trainer(Checkpointing, MetricsLog):
 
     def _setup_data(self) -> None:
         cfg = self.config
-        self.train_clips = load_train_clips(cfg.data.train, cfg.data.max_audio_seconds, "training")
-        self.dev_clips = (
-            load_train_clips(cfg.data.dev, cfg.data.max_audio_seconds, "dev") if cfg.data.dev else []
-        )
+        joint, limit = cfg.train.stage == "joint", cfg.data.max_audio_seconds
+        self.train_clips = load_train_clips(cfg.data.train, limit, "training", joint)
+        self.dev_clips = load_train_clips(cfg.data.dev, limit, "dev", joint) if cfg.data.dev else []
 
     def _setup_models(
         self, teacher: Any | None, llm: Any | None, tokenizer: Any | None
