@@ -4,8 +4,9 @@ All systems answer the same spoken question (with a short text context, as in co
 `aura.eval.evaluate`'s system classes, timed from the moment the clip is in memory (the end of the audio),
 interleaved repetition by repetition so machine load hits all alike:
 
-- `aura` (float32) and `aura-bf16` (`dtype=torch.bfloat16`), both with LoRA merged; the faster of the two
-  is AuRA's fastest path on this machine;
+- `aura` (float32) and `aura-bf16` (`dtype=torch.bfloat16`), LoRA a separate adapter as `aura eval` runs
+  them, and `aura-bf16-merged` (LoRA folded into the weights, `merge=True`: what a deployment that takes
+  only audio runs); the fastest of the three is AuRA's fastest path on this machine;
 - `cascade-fast`: faster-whisper (CTranslate2 int8) then llama.cpp on the GGUF, the cascade users run;
 - `bridge`: the shipped bridge baseline (Whisper encoder + projector);
 - `cascade`: transformers Whisper then the torch LLM.
@@ -43,9 +44,12 @@ def run(repeats: int = 10, model: str | None = None, bridge_model: str | None = 
         model=model, bridge_model=bridge_model or SHIPPED_BRIDGE, max_new_tokens=MAX_NEW_TOKENS
     )
     bf16 = AuraModel.from_pretrained(model, dtype=torch.bfloat16)
+    # merged: no adapter matmuls at all, the fastest path for a deployment that only takes audio
+    bf16_merged = AuraModel.from_pretrained(model, dtype=torch.bfloat16, merge=True)
     systems = [
         factory.build("aura"),
         CheckpointSystem(bf16, name="aura-bf16", max_new_tokens=MAX_NEW_TOKENS),
+        CheckpointSystem(bf16_merged, name="aura-bf16-merged", max_new_tokens=MAX_NEW_TOKENS),
         *(factory.build(name) for name in ("cascade-fast", "bridge", "cascade")),
     ]
     ttft: dict[str, list[float]] = {s.name: [] for s in systems}
@@ -71,7 +75,7 @@ def run(repeats: int = 10, model: str | None = None, bridge_model: str | None = 
         "answers": answers,
     }
     median = {name: stats["median_ms"] for name, stats in result["ttft"].items()}
-    fastest = min(("aura", "aura-bf16"), key=median.__getitem__)
+    fastest = min((name for name in median if name.startswith("aura")), key=median.__getitem__)
     result["aura_fastest_path"] = fastest
     result["aura_fastest_ttft_over"] = {
         name: median[fastest] / value for name, value in median.items() if not name.startswith("aura")
