@@ -152,6 +152,21 @@ _DataImportReference = Annotated[
 ]
 
 
+def _import_asterisk(out: str, src: str | None, transcripts: str | None, max_seconds: float | None) -> None:
+    """The Asterisk prompts as OUT/dev and OUT/test, each half reported with what it left out."""
+    from aura.data import importers
+
+    halves = importers.import_asterisk(
+        out,
+        audio_dir=src or importers.ASTERISK_AUDIO,
+        transcripts=transcripts or importers.ASTERISK_TRANSCRIPTS,
+        max_seconds=max_seconds or float("inf"),
+    )
+    for path, count, rejected in halves.values():
+        note = f"; {rejected} item(s) left out, listed in {path.parent / 'rejects.jsonl'}" if rejected else ""
+        console.print(f"wrote {count} example(s) to {path}{note}")
+
+
 @data_app.command("import")
 def data_import(
     source: str = typer.Option(
@@ -177,19 +192,7 @@ def data_import(
 
     try:
         if source == "asterisk":
-            halves = importers.import_asterisk(
-                out,
-                audio_dir=src or importers.ASTERISK_AUDIO,
-                transcripts=transcripts or importers.ASTERISK_TRANSCRIPTS,
-                max_seconds=max_seconds or float("inf"),
-            )
-            for path, count, rejected in halves.values():
-                note = (
-                    f"; {rejected} item(s) left out, listed in {path.parent / 'rejects.jsonl'}"
-                    if rejected
-                    else ""
-                )
-                console.print(f"wrote {count} example(s) to {path}{note}")
+            _import_asterisk(out, src, transcripts, max_seconds)
             return
         if src is None:
             raise ValueError(f"--from {source} needs SRC: the folder or file to import.")

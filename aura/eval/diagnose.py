@@ -36,7 +36,7 @@ from aura.model.checkpoint import read_train_config, run_folders
 from aura.model.llm import base_model
 from aura.model.prompt import with_transcript
 from aura.model.student import AuraStudent
-from aura.teacher.whisper import load_teacher
+from aura.teacher.whisper import Teacher, load_teacher
 
 
 def _run_config(run_dir: Path, student: AuraStudent) -> AuraConfig:
@@ -210,6 +210,13 @@ def _add_untrained_cka(
         row["untrained_cka"] = old["cka"]
 
 
+def _layer_pairs(heads: DistillHeads | None, student: AuraStudent, teacher: Teacher) -> list[tuple[int, int]]:
+    """The (student, teacher) layer pairs the run was distilled on: its heads', else the config's map."""
+    if heads is not None:
+        return heads.pairs
+    return layer_map(student.config.layer_map, student.num_blocks, teacher.num_layers)
+
+
 def diagnose(
     model: str | Path,
     data: str | Path,
@@ -235,11 +242,7 @@ def diagnose(
     teacher = load_teacher(student.config.teacher)
     heads_path = run_dir / HEADS_FILE
     heads = DistillHeads.load(heads_path) if heads_path.is_file() else None
-    pairs = (
-        heads.pairs
-        if heads is not None
-        else layer_map(student.config.layer_map, student.num_blocks, teacher.num_layers)
-    )
+    pairs = _layer_pairs(heads, student, teacher)
     s_layers = sorted({s for s, _ in pairs})
     t_layers = sorted({t for _, t in pairs})
     k = student.config.k
