@@ -4,7 +4,7 @@ Achieved FLOP/s = 2 × (LLM parameters touched per token) × tokens / prefill ti
 embedding table (a lookup) is excluded and the LM head counts for the last position only (the prefill
 asks for one logit row). The machine's limit is torch's own matmul FLOP/s in the same dtype and threads,
 measured on square and on the model's own projection shapes. The checkpoint is loaded in each dtype
-(`AuraModel.from_pretrained(..., dtype=...)`): bfloat16 pays only on CPUs with bf16 matrix units (AMX,
+with LoRA merged (`AuraModel.from_pretrained(..., dtype=..., merge=True)`, AuRA's fastest path): bfloat16 pays only on CPUs with bf16 matrix units (AMX,
 AVX512-BF16); elsewhere torch emulates it and its peak is far below float32's, which this records.
 """
 
@@ -53,7 +53,7 @@ def run(
 
 def measure(model: str | None, repeats: int, dtype: torch.dtype) -> dict:
     """Prefill FLOP/s of 5-s and 30-s clips and the matmul peak, both in `dtype`."""
-    aura = AuraModel.from_pretrained(checkpoint("aura", model), dtype=dtype)
+    aura = AuraModel.from_pretrained(checkpoint("aura", model), dtype=dtype, merge=True)
     llm = aura.student.llm
     config = llm.config
     d, ff = config.hidden_size, config.intermediate_size
@@ -71,18 +71,19 @@ def measure(model: str | None, repeats: int, dtype: torch.dtype) -> dict:
     rows = []
     for seconds in (5,) if slow else (5, 30):
         request = aura.request(clips(seconds), "Transcribe the audio.")
+        tokens = aura.prefill([request]).embeds.shape[1]
+        last = torch.tensor([tokens - 1])
 
-        def prefill(request=request) -> None:
+        def prefill(request=request, last=last) -> None:
             with torch.inference_mode():
                 batch = aura.prefill([request])
                 llm(
                     inputs_embeds=batch.embeds,
                     attention_mask=batch.mask,
                     position_ids=batch.positions,
-                    logits_to_keep=1,
+                    logits_to_keep=last,  # an index, as decoding passes it (aura.infer.streaming says why)
                 )
 
-        tokens = aura.prefill([request]).embeds.shape[1]
         stats = timed(prefill, repeats=repeats, warmup=1 if slow else 2)
         flops = 2 * (per_token * tokens + head)
         rows.append(
