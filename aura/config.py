@@ -136,7 +136,7 @@ class TrainConfig:
     save_every: int = _key(100, "a resumable checkpoint every n steps (the last two are kept)")
     log_every: int = _key(10, "a metrics.csv row every n steps")
     seed: int = _key(0, "seed of the initialisation and of the data order")
-    bf16: bool = _key(False, "bf16 autocast (faster on GPUs and on CPUs with AMX)")
+    bf16: bool = _key(False, "bf16 autocast (faster on GPUs and on CPUs with AMX or AVX512-BF16)")
     grad_checkpointing: bool = _key(False, "recompute activations in the backward pass to save memory")
     init_from: str | None = _key(
         None, "RUN_DIR, RUN_DIR/final or a shipped name: trainable weights (and heads) to start from"

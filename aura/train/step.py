@@ -17,6 +17,7 @@ from aura.distill.heads import DistillHeads, TranscriptReader, distill_terms
 from aura.model.batching import StudentBatch
 from aura.model.student import AuraStudent
 from aura.train.batches import TrainBatch
+from aura.train.cpu_attention import use_float32_attention
 
 
 def loss_terms(cfg: AuraConfig, heads: bool, reader: bool) -> dict[str, float]:
@@ -49,6 +50,7 @@ class TrainModule(nn.Module):
         # reshard a forward cut short, so a sharded run computes (and ignores) the later blocks instead
         self.stop_after_blocks = True
         self.reader = reader  # not a submodule: the frozen teacher is neither trained nor synced
+        use_float32_attention(student.llm)  # bf16 steps on a CPU without AMX: see aura.train.cpu_attention
 
     @property
     def terms(self) -> dict[str, float]:
