@@ -83,7 +83,8 @@ def run(repeats: int = 10, model: str | None = None, bridge_model: str | None = 
         process = spawn.Process(target=_worker, args=(theirs, name, model, bridge_model, wave, threads))
         process.start()
         theirs.close()  # the worker's end lives in the worker: if it dies, recv() here raises EOFError
-        workers[name], processes = ours, [*processes, process]
+        workers[name] = ours
+        processes.append(process)
     ttft: dict[str, list[float]] = {name: [] for name in SYSTEMS}
     total: dict[str, list[float]] = {name: [] for name in SYSTEMS}
     answers = {name: conn.recv().prediction for name, conn in workers.items()}  # built and warmed up

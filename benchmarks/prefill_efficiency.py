@@ -4,8 +4,9 @@ Achieved FLOP/s = 2 × (LLM parameters touched per token) × tokens / prefill ti
 embedding table (a lookup) is excluded and the LM head counts for the last position only (the prefill
 asks for one logit row). The machine's limit is torch's own matmul FLOP/s in the same dtype and threads,
 measured on square and on the model's own projection shapes. The checkpoint is loaded in each dtype
-with LoRA merged (`AuraModel.from_pretrained(..., dtype=..., merge=True)`, AuRA's fastest path): bfloat16 pays only on CPUs with bf16 matrix units (AMX,
-AVX512-BF16); elsewhere torch emulates it and its peak is far below float32's, which this records.
+with LoRA merged (`AuraModel.from_pretrained(..., dtype=..., merge=True)`, AuRA's fastest path):
+bfloat16 pays only on CPUs with bf16 units (AMX, AVX512-BF16); elsewhere torch emulates it and its peak
+is far below float32's, which this records.
 """
 
 from __future__ import annotations
