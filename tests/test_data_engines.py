@@ -17,7 +17,7 @@ TEXTS = ("Please close the window before you leave.", "We will meet at the stati
 
 
 def test_registry_names_every_engine_and_rejects_unknown_ones() -> None:
-    assert set(ENGINES) == {"espeak", "piper", "flite", "festival"}
+    assert set(ENGINES) == {"espeak", "piper", "flite", "festival", "kokoro"}
     with pytest.raises(ValueError, match="unknown synthesis engine 'nope'.*espeak"):
         get_engine("nope")
     for engine in ENGINES.values():  # a held-out voice is never a training voice of the same engine
@@ -64,3 +64,21 @@ def test_espeak_trains_on_exactly_the_voices_measured_intelligible() -> None:
     train = set(candidates("train"))
     assert train <= set(measured["wer"]) and measured["intelligible_wer"] == INTELLIGIBLE_WER
     assert set(TRAIN_VOICES) == {v for v in train if measured["wer"][v] <= INTELLIGIBLE_WER}
+
+
+def test_kokoro_reads_espeak_ipa_in_its_own_alphabet() -> None:
+    from aura.data.engines.kokoro import _model, phonemes
+
+    said = phonemes("Judge the choice of joy over the vowel sound now.")
+    assert {"ʤ", "ʧ", "Y", "O", "W"} <= set(said)  # affricates and diphthongs are one symbol each
+    assert "dʒ" not in said and "tʃ" not in said and "ː" not in said
+    assert set(said) <= set(_model()[1])  # nothing the model would silently drop
+
+
+def test_kokoro_is_deterministic_and_blends_voices() -> None:
+    engine = get_engine("kokoro")
+    pure = {"blend": "jm_kumo", "blend_weight": 0.0, "speed": 1.0}
+    first, again = (engine.speak(TEXTS[0], "jf_alpha", pure) for _ in range(2))
+    assert np.array_equal(first, again)
+    blended = engine.speak(TEXTS[0], "jf_alpha", {**pure, "blend_weight": 0.5})
+    assert blended.shape != first.shape or not np.allclose(blended, first, atol=1e-3)
