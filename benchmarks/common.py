@@ -16,10 +16,23 @@ import torch
 RESULTS = Path(__file__).parent / "results"
 
 
+def cpu_model() -> str:
+    """The CPU's model name (`platform.processor()` says only the architecture on Linux)."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
 def machine() -> dict[str, Any]:
-    """Enough about the machine to read the numbers: CPU, threads, torch build."""
+    """Enough about the machine to read the numbers: CPU and its matrix units, threads, torch build."""
+    units = torch.cpu.get_capabilities()
     return {
-        "cpu": platform.processor() or platform.machine(),
+        "cpu": cpu_model(),
+        "matrix_units": [name for name in ("avx512_bf16", "amx_bf16") if units.get(name)],
         "cores": os.cpu_count(),
         "torch_threads": torch.get_num_threads(),
         "torch": torch.__version__,

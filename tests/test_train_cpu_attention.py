@@ -10,10 +10,9 @@ from aura.train.cpu_attention import FLOAT32_SDPA, use_float32_attention, wants_
 from tests.conftest import build_tiny_llm
 
 
-def test_only_sdpa_students_on_cpus_without_amx_get_it() -> None:
-    assert wants_float32_attention("sdpa", {"amx_bf16": False, "avx512_bf16": True})
-    assert not wants_float32_attention("sdpa", {"amx_bf16": True})
-    assert not wants_float32_attention("eager", {"amx_bf16": False})  # eager is chosen for a reason
+def test_only_sdpa_students_get_it() -> None:
+    assert wants_float32_attention("sdpa")
+    assert not wants_float32_attention("eager")  # eager is chosen for a reason
 
 
 def _logits_and_grads(llm: torch.nn.Module, ids: torch.Tensor, autocast: bool) -> tuple[torch.Tensor, list]:
@@ -36,9 +35,8 @@ def _attention_output_dtype(llm: torch.nn.Module, ids: torch.Tensor) -> torch.dt
 
 
 def test_float32_attention_is_sdpa_outside_autocast_and_float32_inside(
-    tiny_tokenizer: PreTrainedTokenizerFast, monkeypatch
+    tiny_tokenizer: PreTrainedTokenizerFast,
 ) -> None:
-    monkeypatch.setattr(torch.cpu, "get_capabilities", lambda: {"amx_bf16": False})
     ids = torch.randint(0, len(tiny_tokenizer), (2, 24), generator=torch.Generator().manual_seed(0))
     plain, switched = build_tiny_llm(tiny_tokenizer).train(), build_tiny_llm(tiny_tokenizer).train()
     assert use_float32_attention(switched)
@@ -56,9 +54,3 @@ def test_float32_attention_is_sdpa_outside_autocast_and_float32_inside(
     assert len(mixed_grads) == len(ref_grads)
     assert torch.allclose(mixed_logits, ref_logits, atol=0.05)
 
-
-def test_a_cpu_with_amx_keeps_bf16_attention(tiny_tokenizer: PreTrainedTokenizerFast, monkeypatch) -> None:
-    monkeypatch.setattr(torch.cpu, "get_capabilities", lambda: {"amx_bf16": True})
-    llm = build_tiny_llm(tiny_tokenizer)
-    assert not use_float32_attention(llm)
-    assert llm.config._attn_implementation == "sdpa"

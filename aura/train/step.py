@@ -50,7 +50,7 @@ class TrainModule(nn.Module):
         # reshard a forward cut short, so a sharded run computes (and ignores) the later blocks instead
         self.stop_after_blocks = True
         self.reader = reader  # not a submodule: the frozen teacher is neither trained nor synced
-        use_float32_attention(student.llm)  # bf16 steps on a CPU without AMX: see aura.train.cpu_attention
+        use_float32_attention(student.llm)  # bf16 CPU steps: see aura.train.cpu_attention
 
     @property
     def terms(self) -> dict[str, float]:
