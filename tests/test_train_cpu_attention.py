@@ -53,4 +53,3 @@ def test_float32_attention_is_sdpa_outside_autocast_and_float32_inside(
     mixed_logits, mixed_grads = _logits_and_grads(switched, ids, autocast=True)
     assert len(mixed_grads) == len(ref_grads)
     assert torch.allclose(mixed_logits, ref_logits, atol=0.05)
-
