@@ -19,6 +19,7 @@ import numpy as np
 import soxr
 
 from aura.audio.features import SAMPLE_RATE
+from aura.data.engines import espeak
 from aura.data.engines.base import Engine, Settings, SynthError, require
 
 KOKORO_RATE = 24_000
@@ -53,10 +54,13 @@ def _model() -> tuple[object, dict[str, int], dict[str, np.ndarray]]:
 
 def phonemes(text: str) -> str:
     """espeak-ng's American English IPA for `text`, in Kokoro's alphabet."""
-    exe = require("espeak-ng", "apt-get install espeak-ng")
+    # Text goes in on stdin so nothing in it can be read as a command-line option.
+    exe = require("espeak-ng", espeak.ENGINE.install)
     ipa = subprocess.run(
-        [exe, "-q", "--ipa", "-v", "en-us", text], capture_output=True, text=True, check=True
+        [exe, "-q", "--ipa", "-v", "en-us"], input=text, capture_output=True, text=True, check=False
     )
+    if ipa.returncode != 0:
+        raise SynthError(f"espeak-ng could not phonemize {text[:60]!r} for kokoro: {ipa.stderr.strip()}")
     out = " ".join(ipa.stdout.split())
     for old, new in REWRITES:
         out = out.replace(old, new)
@@ -69,7 +73,7 @@ class Kokoro(Engine):
     install = INSTALL
 
     def check(self, voices: Sequence[str]) -> None:
-        require("espeak-ng", "apt-get install espeak-ng")
+        require("espeak-ng", espeak.ENGINE.install)
         styles = _model()[2]
         for voice in voices:
             if voice not in styles:
