@@ -138,10 +138,6 @@ class TrainConfig:
     seed: int = _key(0, "seed of the initialisation and of the data order")
     bf16: bool = _key(False, "bf16 autocast (faster on GPUs and on CPUs with AMX or AVX512-BF16)")
     grad_checkpointing: bool = _key(False, "recompute activations in the backward pass to save memory")
-    spec_augment: bool = _key(
-        False,
-        "mask mel bands and time spans of the student's training input; the targets stay the clean audio's",
-    )
     init_from: str | None = _key(
         None, "RUN_DIR, RUN_DIR/final or a shipped name: trainable weights (and heads) to start from"
     )

@@ -47,7 +47,6 @@ from aura.train.batches import Clip, TrainBatch, batch_indices, load_train_clips
 from aura.train.checkpointing import Checkpointing
 from aura.train.metrics_log import MetricsLog
 from aura.train.run_dir import TrainError, finished_message, finished_step, last_checkpoint
-from aura.train.spec_augment import spec_augment
 from aura.train.step import TrainModule
 from aura.train.warm_start import warm_start
 
@@ -277,16 +276,11 @@ class Trainer(Checkpointing, MetricsLog):
             clip.mel = self.module.student.audio_features(clip.wave)
         return clip.mel
 
-    def _inputs(self, clips: list[Clip], masked: bool = False) -> TrainBatch:
-        """The model's batch for `clips`; `masked`: SpecAugment the mels, seeded by the micro-batch."""
+    def _inputs(self, clips: list[Clip]) -> TrainBatch:
         cfg, student = self.config, self.module.student
         joint = cfg.train.stage == "joint"
         texts = [student.render_prompt(c.example.prompt, cfg.data.system_prompt) for c in clips]
         mels = [[self._mel(c)] for c in clips]
-        if masked:
-            seed = (cfg.train.seed << 32) + self.micro * self.acc.num_processes + self.acc.process_index
-            generator = torch.Generator().manual_seed(seed)
-            mels = [[spec_augment(m, generator) for m in clip] for clip in mels]
         responses = [c.example.response for c in clips] if joint else None
         targets = None
         if self.heads is not None:
@@ -323,8 +317,7 @@ class Trainer(Checkpointing, MetricsLog):
                 )
                 self.micro += 1
                 with acc.accumulate(self.model):
-                    batch = self._inputs([self.train_clips[i] for i in idx], cfg.train.spec_augment)
-                    out = self.model(batch)
+                    out = self.model(self._inputs([self.train_clips[i] for i in idx]))
                     acc.backward(out["loss"])
                     if acc.sync_gradients and cfg.train.max_grad_norm > 0:
                         acc.clip_grad_norm_(self.model.parameters(), cfg.train.max_grad_norm)
