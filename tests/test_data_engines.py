@@ -17,7 +17,7 @@ TEXTS = ("Please close the window before you leave.", "We will meet at the stati
 
 
 def test_registry_names_every_engine_and_rejects_unknown_ones() -> None:
-    assert set(ENGINES) == {"espeak", "piper", "flite", "festival", "kokoro"}
+    assert set(ENGINES) == {"espeak", "piper", "flite", "festival", "kokoro", "hibari"}
     with pytest.raises(ValueError, match="unknown synthesis engine 'nope'.*espeak"):
         get_engine("nope")
     for engine in ENGINES.values():  # a held-out voice is never a training voice of the same engine

@@ -45,7 +45,7 @@ _DataSynthEngines = Annotated[
     str,
     typer.Option(
         "--engines",
-        help="Comma-separated synthesis engines, drawn per clip: any of espeak, piper, flite, festival, kokoro.",
+        help="Comma-separated synthesis engines, drawn per clip: any of espeak, piper, flite, festival, kokoro, hibari.",
     ),
 ]
 _DataSynthAugment = Annotated[
@@ -97,7 +97,7 @@ def data_synth(
     workers: int | None = typer.Option(None, "--workers", min=1, help="Processes (default: all cores)."),
     min_word_count: _DataSynthMinWordCount = None,
 ) -> None:
-    """Synthesise spoken examples (espeak-ng, piper, flite, festival, kokoro) into OUT/manifest.jsonl and OUT/audio/."""
+    """Synthesise spoken examples (espeak-ng, piper, flite, festival, kokoro, hibari) into OUT/manifest.jsonl and OUT/audio/."""
     from aura.data.synth import synthesize, voice_pools
 
     voice_list = [v.strip() for v in voices.split(",") if v.strip()] if voices else None

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
-from aura.data.engines import espeak, festival, flite, kokoro, piper
+from aura.data.engines import espeak, festival, flite, hibari, kokoro, piper
 from aura.data.engines.base import VOICE_SETS, Engine, SynthError, resolve_voice_set
 
-ENGINES: dict[str, Engine] = {m.ENGINE.name: m.ENGINE for m in (espeak, piper, flite, festival, kokoro)}
+ENGINES: dict[str, Engine] = {
+    m.ENGINE.name: m.ENGINE for m in (espeak, piper, flite, festival, kokoro, hibari)
+}
 
 
 def get_engine(name: str) -> Engine:
