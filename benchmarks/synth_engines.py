@@ -4,12 +4,15 @@ CPU time is the marginal cost per clip: `aura data synth` of 25 clips minus 5 cl
 with one worker and one thread, children included, so loading a voice or starting Python is not counted.
 WER: 100 clean `asr` clips per engine (test sentences, the engine's training voices), greedy Whisper
 tiny.en and base; and Whisper tiny.en on the Asterisk prompts (real recorded speech) beside them.
-Results are written after every stage. `python -m benchmarks.synth_engines [WORK_DIR]` keeps the clips
-in WORK_DIR and reuses the ones already there.
+Results are written after every stage. `python -m benchmarks.synth_engines [--work DIR] [--engines a,b]`
+keeps the clips in DIR and reuses the ones already there; `--engines` measures only those engines and keeps
+the other engines' rows of the last result, so adding an engine does not re-time the rest.
 """
 
 from __future__ import annotations
 
+import argparse
+import json
 import os
 import resource
 import subprocess
@@ -22,7 +25,7 @@ from aura.data.engines import ENGINES
 from aura.data.importers import ASTERISK_AUDIO, import_asterisk
 from aura.data.manifest import read_manifest
 from aura.metrics import error_rates
-from benchmarks.common import write_result
+from benchmarks.common import RESULTS, write_result
 
 N_CPU, FEW, N_WER = 25, 5, 100
 TEACHERS = ("whisper-tiny.en", "whisper-base")
@@ -49,14 +52,20 @@ def _wer(teacher, manifest: Path) -> float:  # noqa: ANN001 - aura.teacher.whisp
     return round(error_rates([ex.transcript or "" for ex in examples], heard).wer, 4)
 
 
-def run(work: Path | None = None) -> dict:
+def run(work: Path | None = None, engines: list[str] | None = None) -> dict:
     from aura.teacher.whisper import load_teacher
 
+    engines = engines or list(ENGINES)
+    if unknown := [e for e in engines if e not in ENGINES]:
+        raise SystemExit(f"unknown engine(s) {', '.join(unknown)}; use any of {', '.join(ENGINES)}")
     with tempfile.TemporaryDirectory(prefix="aura-bench-synth-") as tmp:
         root = Path(work or tmp)
-        rows: dict[str, dict] = {name: {"voices": list(e.voices["train"])} for name, e in ENGINES.items()}
+        last = RESULTS / "synth_engines.json"
+        kept = json.loads(last.read_text())["engines"] if engines != list(ENGINES) and last.is_file() else {}
+        rows: dict[str, dict] = {n: r for n, r in kept.items() if n in ENGINES and n not in engines}
+        rows |= {name: {"voices": list(ENGINES[name].voices["train"])} for name in engines}
         result = {"cpu_clips": [FEW, N_CPU], "wer_clips_per_engine": N_WER, "engines": rows, "asterisk": {}}
-        for name in ENGINES:
+        for name in engines:
             many = _synth(root / "cpu" / name / "many", name, N_CPU)
             few = _synth(root / "cpu" / name / "few", name, FEW)
             rows[name]["cpu_s_per_clip"] = round((many - few) / (N_CPU - FEW), 4)
@@ -67,12 +76,12 @@ def run(work: Path | None = None) -> dict:
             )
             rows[name]["audio_s_per_clip"] = round(seconds / N_CPU, 3)
         write_result("synth_engines", result)
-        for name in ENGINES:
+        for name in engines:
             if not (root / name / "manifest.jsonl").is_file():
                 _synth(root / name, name, N_WER)
         for teacher_name in TEACHERS:
             teacher = load_teacher(teacher_name)
-            for name in ENGINES:
+            for name in engines:
                 rows[name][f"wer_{teacher_name}"] = _wer(teacher, root / name / "manifest.jsonl")
             write_result("synth_engines", result)
             if teacher_name == TEACHERS[0] and ASTERISK_AUDIO.is_dir():
@@ -84,4 +93,8 @@ def run(work: Path | None = None) -> dict:
 
 
 if __name__ == "__main__":
-    run(Path(sys.argv[1]) if len(sys.argv) > 1 else None)
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--work", type=Path, help="keep the clips here and reuse the ones already there")
+    parser.add_argument("--engines", help="comma-separated engines to measure (default: all)")
+    args = parser.parse_args()
+    run(args.work, args.engines.split(",") if args.engines else None)
