@@ -8,6 +8,7 @@ wherever a name is.
 
 from __future__ import annotations
 
+import fcntl
 import importlib.util
 import logging
 import os
@@ -17,6 +18,7 @@ import sys
 import tempfile
 import time
 import tomllib
+from collections.abc import Callable
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
@@ -142,12 +144,34 @@ def resolve_model(name_or_path: str | Path) -> Path:
     return target
 
 
-def _convert(spec: ModelSpec, parts: list[Path], target: Path) -> None:
-    """Convert into a temporary sibling folder, then move it into place, so a killed run leaves no half cache."""
+def _build_once(target: Path, build: Callable[[Path], str]) -> None:
+    """Make the cache folder `target` with `build(folder) -> provenance note`, once across processes.
+
+    It is built in a temporary sibling and moved into place, so a killed run leaves no half cache, and
+    under a file lock, so two runs that start together on a fresh machine (two training jobs, say)
+    convert once: the second waits, then finds the folder complete instead of deleting it under the first.
+    """
+    if (target / COMPLETE_MARKER).is_file():
+        return
     target.parent.mkdir(parents=True, exist_ok=True)
-    start = time.perf_counter()
-    with tempfile.TemporaryDirectory(dir=target.parent, prefix=f".{spec.name}-") as tmp:
-        work = Path(tmp) / "model"
+    with (target.parent / f".{target.name}.lock").open("w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)  # released when the file closes, also if this process dies
+        if (target / COMPLETE_MARKER).is_file():
+            return
+        with tempfile.TemporaryDirectory(dir=target.parent, prefix=f".{target.name}-") as tmp:
+            work = Path(tmp) / "files"
+            note = build(work)
+            (work / COMPLETE_MARKER).write_text(note + "\n")
+            if target.exists():  # an incomplete folder from an older layout
+                shutil.rmtree(target)
+            os.replace(work, target)
+
+
+def _convert(spec: ModelSpec, parts: list[Path], target: Path) -> None:
+    """Convert the packaged files into a transformers folder at `target`."""
+
+    def build(work: Path) -> str:
+        start = time.perf_counter()
         if spec.fmt == "ct2-whisper":
             from aura.convert.ct2 import ct2_to_whisper
 
@@ -156,11 +180,10 @@ def _convert(spec: ModelSpec, parts: list[Path], target: Path) -> None:
             from aura.convert.gguf import gguf_to_hf
 
             gguf_to_hf(parts, work)
-        (work / COMPLETE_MARKER).write_text(f"converted from {', '.join(map(str, parts))}\n")
-        if target.exists():
-            shutil.rmtree(target)
-        os.replace(work, target)
-    log.info("converted %s into %s in %.1f s", spec.name, target, time.perf_counter() - start)
+        log.info("converted %s into %s in %.1f s", spec.name, target, time.perf_counter() - start)
+        return f"converted from {', '.join(map(str, parts))}"
+
+    _build_once(target, build)
 
 
 def model_table() -> list[dict[str, object]]:
@@ -222,21 +245,18 @@ def native_files(name: str) -> Path:
         return parts[0] if spec.fmt == "gguf" else parts[0].parent
     target = aura_home() / "native" / spec.name
     joined = target / ("model.gguf" if spec.fmt == "gguf" else "model.bin")
-    if not (target / COMPLETE_MARKER).is_file():
-        target.parent.mkdir(parents=True, exist_ok=True)
-        with tempfile.TemporaryDirectory(dir=target.parent, prefix=f".{spec.name}-") as tmp:
-            work = Path(tmp) / "files"
-            work.mkdir()
-            with (work / joined.name).open("wb") as out:
-                for part in parts:
-                    with part.open("rb") as chunk:
-                        shutil.copyfileobj(chunk, out)
-            if spec.fmt == "ct2-whisper":  # config, tokenizer and vocabulary sit beside the first part
-                for extra in parts[0].parent.iterdir():
-                    if extra.is_file() and not extra.name.startswith("model.bin"):
-                        shutil.copy2(extra, work / extra.name)
-            (work / COMPLETE_MARKER).write_text(f"joined from {', '.join(map(str, parts))}\n")
-            if target.exists():
-                shutil.rmtree(target)
-            os.replace(work, target)
+
+    def build(work: Path) -> str:
+        work.mkdir()
+        with (work / joined.name).open("wb") as out:
+            for part in parts:
+                with part.open("rb") as chunk:
+                    shutil.copyfileobj(chunk, out)
+        if spec.fmt == "ct2-whisper":  # config, tokenizer and vocabulary sit beside the first part
+            for extra in parts[0].parent.iterdir():
+                if extra.is_file() and not extra.name.startswith("model.bin"):
+                    shutil.copy2(extra, work / extra.name)
+        return f"joined from {', '.join(map(str, parts))}"
+
+    _build_once(target, build)
     return joined if spec.fmt == "gguf" else target

@@ -43,3 +43,28 @@ def test_native_files_join_split_models_once() -> None:
     assert {"config.json", "tokenizer.json"} <= {p.name for p in base.iterdir()}
     joined = (base / "model.bin").stat().st_mtime_ns
     assert native_files("whisper-base") == base and (base / "model.bin").stat().st_mtime_ns == joined
+
+
+def test_two_first_runs_at_once_convert_once(tmp_path) -> None:
+    """Two jobs started together on a fresh machine: one converts, the other waits and reads its folder."""
+    import os
+    import subprocess
+    import sys
+
+    code = (
+        "import logging; logging.basicConfig(level=logging.INFO);"
+        "from aura.registry import resolve_model;"
+        "print((resolve_model('smollm2-135m-instruct') / 'model.safetensors').stat().st_size)"
+    )
+    env = {**os.environ, "AURA_HOME": str(tmp_path)}
+    runs = [
+        subprocess.Popen(
+            [sys.executable, "-c", code], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE
+        )
+        for _ in range(2)
+    ]
+    outs = [run.communicate(timeout=300) for run in runs]
+    assert [run.returncode for run in runs] == [0, 0], [err.decode()[-500:] for _, err in outs]
+    assert len({out for out, _ in outs}) == 1 and int(outs[0][0]) > 100_000_000
+    assert sum(b"converted smollm2-135m-instruct" in err for _, err in outs) == 1
+    assert not [p for p in (tmp_path / "models").iterdir() if p.name.startswith(".smollm2-135m-instruct-")]
