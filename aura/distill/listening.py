@@ -9,6 +9,7 @@ from typing import Any
 
 import numpy as np
 import torch
+from tqdm import tqdm
 
 from aura.model.student import AuraStudent
 
@@ -24,6 +25,7 @@ def listening(
     mels: Sequence[torch.Tensor],
     system_prompt: str | None = None,
     batch_size: int = 8,
+    progress: bool = False,
 ) -> dict[str, Any]:
     """LM loss (nats per response token) with each clip's own audio vs. the audio of the clip half the set
     away. Equal losses mean the answers come from the prompt and the LLM's prior, not from the audio.
@@ -35,9 +37,10 @@ def listening(
         raise ValueError("listening needs at least 2 clips (it swaps their audio).")
     texts = [student.render_prompt(prompt, system_prompt) for prompt in prompts]
 
-    def token_losses(order: Sequence[int]) -> list[np.ndarray]:
+    def token_losses(order: Sequence[int], desc: str) -> list[np.ndarray]:
         rows: list[np.ndarray] = []
-        for start in range(0, len(texts), batch_size):
+        starts = range(0, len(texts), batch_size)
+        for start in tqdm(starts, desc=desc, unit="batch", disable=not progress, leave=False):
             idx = range(start, min(start + batch_size, len(texts)))
             batch = student.build_batch(
                 [texts[i] for i in idx], [[mels[order[i]]] for i in idx], [responses[i] for i in idx]
@@ -46,8 +49,8 @@ def listening(
         return rows
 
     n = len(texts)
-    own = token_losses(range(n))
-    other = token_losses([(i + n // 2) % n for i in range(n)])
+    own = token_losses(range(n), "listening, own audio")
+    other = token_losses([(i + n // 2) % n for i in range(n)], "listening, swapped audio")
     by_position = []
     for first, last in POSITION_BINS:
         mine = np.concatenate([row[first - 1 : last] for row in own])

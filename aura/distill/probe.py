@@ -66,11 +66,13 @@ def student_states(
     layers: Sequence[int],
     config: AuraConfig,
     batch_size: int = 8,
+    progress: bool = False,
 ) -> dict[int, list[torch.Tensor]]:
     """`{layer: [(tokens_i, d) per clip]}` at the audio positions, with the prompt context used in training."""
     out: dict[int, list[torch.Tensor]] = {layer: [] for layer in layers}
     blocks = max(max(layers), 1)
-    for start in range(0, len(clips), batch_size):
+    starts = range(0, len(clips), batch_size)
+    for start in tqdm(starts, desc="student states", unit="batch", disable=not progress, leave=False):
         chunk = clips[start : start + batch_size]
         texts = [student.render_prompt(c.prompt, config.data.system_prompt) for c in chunk]
         mels = [[student.audio_features(c.wave)] for c in chunk]

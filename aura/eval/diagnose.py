@@ -27,6 +27,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from peft import PeftModel
+from tqdm import tqdm
 
 from aura.config import AuraConfig
 from aura.distill.heads import HEADS_FILE, DistillHeads, layer_map, linear_cka
@@ -52,6 +53,7 @@ def attention_to_audio(
     clips: Sequence[Clip],
     mels: Sequence[torch.Tensor],
     system_prompt: str | None = None,
+    progress: bool = False,
 ) -> dict[str, Any]:
     """Where the response looks: the share of the response tokens' attention (mean over heads and clips, per
     layer) that lands on the audio span, beside the base LLM's share on the clip's reference transcript
@@ -64,7 +66,8 @@ def attention_to_audio(
     text: list[list[float]] = []
     counts: dict[str, list[int]] = {"audio": [], "transcript": []}
     try:
-        for clip, mel in zip(clips, mels, strict=True):
+        pairs = tqdm(zip(clips, mels, strict=True), total=len(clips), desc="attention", disable=not progress)
+        for clip, mel in pairs:
             prompt = student.render_prompt(clip.prompt, system_prompt)
             batch = student.build_batch([prompt], [[mel]], [clip.response])
             with student.positions(batch.audio_mask):
@@ -246,7 +249,7 @@ def diagnose(
     s_layers = sorted({s for s, _ in pairs})
     t_layers = sorted({t for _, t in pairs})
     k = student.config.k
-    ours = student_states(student, clips, s_layers, config)
+    ours = student_states(student, clips, s_layers, config, progress=progress)
     theirs = teacher_states(teacher, clips, t_layers, k)
     rows = layer_alignment(pairs, ours, theirs, heads)
     if compare_untrained:
@@ -265,7 +268,7 @@ def diagnose(
             if key not in ("student", "teacher")
         },
     }
-    result.update(_hearing(student, clips, config))
+    result.update(_hearing(student, clips, config, progress))
     if heads is None:
         result["note"] = (
             f"no {heads_path}: cosines through the heads and the decoder probe need the training run's heads."
@@ -278,13 +281,16 @@ def diagnose(
     return result
 
 
-def _hearing(student: AuraStudent, clips: Sequence[Clip], config: AuraConfig) -> dict[str, Any]:
+def _hearing(
+    student: AuraStudent, clips: Sequence[Clip], config: AuraConfig, progress: bool = False
+) -> dict[str, Any]:
     """Whether the LLM reads the audio: the listening gap and where the response's attention goes."""
     mels = [student.audio_features(c.wave) for c in clips]
     prompts, responses = [c.prompt for c in clips], [c.response for c in clips]
+    system = config.data.system_prompt
     return {
-        "listening": listening(student, prompts, responses, mels, config.data.system_prompt),
-        "attention": attention_to_audio(student, clips, mels, config.data.system_prompt),
+        "listening": listening(student, prompts, responses, mels, system, progress=progress),
+        "attention": attention_to_audio(student, clips, mels, system, progress=progress),
     }
 
 
