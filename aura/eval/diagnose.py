@@ -66,7 +66,13 @@ def attention_to_audio(
     text: list[list[float]] = []
     counts: dict[str, list[int]] = {"audio": [], "transcript": []}
     try:
-        pairs = tqdm(zip(clips, mels, strict=True), total=len(clips), desc="attention", disable=not progress)
+        pairs = tqdm(
+            zip(clips, mels, strict=True),
+            total=len(clips),
+            desc="attention",
+            disable=not progress,
+            leave=False,
+        )
         for clip, mel in pairs:
             prompt = student.render_prompt(clip.prompt, system_prompt)
             batch = student.build_batch([prompt], [[mel]], [clip.response])
