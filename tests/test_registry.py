@@ -1,3 +1,7 @@
+import os
+import subprocess
+import sys
+
 import pytest
 
 from aura.registry import MODELS, ModelNotFoundError, model_table, native_files, resolve_model
@@ -47,10 +51,6 @@ def test_native_files_join_split_models_once() -> None:
 
 def test_two_first_runs_at_once_convert_once(tmp_path) -> None:
     """Two jobs started together on a fresh machine: one converts, the other waits and reads its folder."""
-    import os
-    import subprocess
-    import sys
-
     code = (
         "import logging; logging.basicConfig(level=logging.INFO);"
         "from aura.registry import resolve_model;"
