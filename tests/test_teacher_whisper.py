@@ -209,3 +209,11 @@ def test_real_whisper_base_transcribes_espeak_speech(tmp_path: Path) -> None:
     wer = error_rates(HELD_OUT, texts).wer
     print(f"whisper-base beam 5: {len(waves)} clips in {time.perf_counter() - start:.1f} s, WER {wer:.1%}")
     assert wer <= 0.15, texts
+
+    # the transcript loss teacher-forces the prefix greedy decoding starts from (a multilingual model's
+    # language and task tokens): the decoder reading a clip finds its own words far likelier than others
+    prefix = teacher.tokenizer.convert_ids_to_tokens(teacher.tokenizer(" hello")["input_ids"][:4])
+    assert prefix == ["<|startoftranscript|>", "<|en|>", "<|transcribe|>", "<|notimestamps|>"]
+    last = teacher.hidden_states(waves[0])[-1]
+    right = teacher.transcript_loss(last, HELD_OUT[0])
+    assert right + 3 < teacher.transcript_loss(last, HELD_OUT[2])

@@ -89,6 +89,9 @@ class Teacher:
         # OpenAI's convention: English-only checkpoints have 51864 tokens, multilingual ones more.
         multilingual = getattr(model.generation_config, "is_multilingual", config.vocab_size >= 51865)
         self.is_english_only: bool = not multilingual
+        if multilingual and tokenizer is not None:
+            # the prefix `decode` asks `generate` for, so the transcript loss reads as the decoder writes
+            tokenizer.set_prefix_tokens(language="english", task="transcribe", predict_timestamps=False)
 
     @property
     def device(self) -> torch.device:
