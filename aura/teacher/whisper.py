@@ -31,6 +31,8 @@ from aura.registry import resolve_model
 
 Wave = np.ndarray | torch.Tensor
 DEFAULT_MAX_NEW_TOKENS = 224  # OpenAI's sample length: half the decoder's 448 positions
+# what a multilingual Whisper is told to do, when decoding and when the transcript loss teacher-forces it
+MULTILINGUAL_TASK = {"language": "en", "task": "transcribe"}
 
 
 def _windows(num_samples: int) -> list[tuple[int, int]]:
@@ -90,8 +92,8 @@ class Teacher:
         multilingual = getattr(model.generation_config, "is_multilingual", config.vocab_size >= 51865)
         self.is_english_only: bool = not multilingual
         if multilingual and tokenizer is not None:
-            # the prefix `decode` asks `generate` for, so the transcript loss reads as the decoder writes
-            tokenizer.set_prefix_tokens(language="english", task="transcribe", predict_timestamps=False)
+            # the prefix `decode` starts from, so the transcript loss reads as the decoder writes
+            tokenizer.set_prefix_tokens(**MULTILINGUAL_TASK, predict_timestamps=False)
 
     @property
     def device(self) -> torch.device:
@@ -173,7 +175,7 @@ class Teacher:
             raise ValueError(f"beam_size must be at least 1, got {beam_size}")
         if (mel is None) == (encoder_states is None):
             raise ValueError("give exactly one of mel and encoder_states")
-        options: dict = {} if self.is_english_only else {"language": "en", "task": "transcribe"}
+        options: dict = {} if self.is_english_only else dict(MULTILINGUAL_TASK)
         if encoder_states is not None:
             states = encoder_states.to(self.device, self.dtype)
             options["encoder_outputs"] = BaseModelOutput(last_hidden_state=states)
