@@ -18,6 +18,7 @@ from aura.audio.frames import pool_frames
 from aura.data.importers import import_asterisk
 from aura.distill.probe import load_clips, probe_decode
 from aura.metrics import error_rates
+from aura.registry import ModelNotFoundError
 from benchmarks.common import write_result
 
 RATES = (1, 2, 4)
@@ -55,4 +56,7 @@ if __name__ == "__main__":
     parser.add_argument("--work", type=Path, help="keep the imported Asterisk prompts here and reuse them")
     parser.add_argument("--teacher", default=DEFAULT_TEACHER, help="the Whisper teacher whose decoder reads")
     args = parser.parse_args()
-    run(args.work, args.teacher)
+    try:
+        run(args.work, args.teacher)
+    except ModelNotFoundError as error:
+        parser.error(str(error))
