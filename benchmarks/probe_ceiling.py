@@ -1,5 +1,5 @@
 """The decoder probe's ceiling at each token rate: Whisper's decoder reading the teacher's own last-layer
-states through the probe's path (cut to the clip's frames, mean-pooled by k, repeated back to 50 Hz).
+states through the probe's path (cut to the clip's frames, mean-pooled by k, one state per token).
 
 The student is scored against "teacher, same input" at its own k; this shows what the rate itself costs
 on real recorded speech, beside the teacher's ordinary transcription (the full padded 30-s window).
@@ -44,7 +44,7 @@ def run(work: Path | None = None, teacher_name: str = DEFAULT_TEACHER) -> dict:
         )
         last = [states[teacher.num_layers] for states in teacher.hidden_states([c.wave for c in clips])]
         for k in RATES:
-            heard = [probe_decode(teacher, pool_frames(s, k), k, c) for s, c in zip(last, clips, strict=True)]
+            heard = [probe_decode(teacher, pool_frames(s, k), c) for s, c in zip(last, clips, strict=True)]
             result["wer_by_k"][str(k)] = round(error_rates(references, heard).wer, 4)
             print(f"k={k}: {result['wer_by_k'][str(k)]:.1%}", flush=True)
             write_result(name, result)

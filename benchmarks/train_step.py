@@ -21,7 +21,7 @@ from pathlib import Path
 
 import torch
 
-from aura.audio.features import encoder_frames, load_audio
+from aura.audio.features import load_audio
 from aura.config import AuraConfig
 from aura.data.manifest import read_manifest
 from aura.data.synth import synthesize
@@ -55,7 +55,7 @@ class StepBench:
         student = AuraStudent.build(config.model, teacher)
         pairs = layer_map(config.model.layer_map, student.num_blocks, teacher.num_layers)
         heads = DistillHeads(pairs, student.llm.get_input_embeddings().weight.shape[1], teacher.width)
-        reader = TranscriptReader(teacher, heads, config.model.k)
+        reader = TranscriptReader(teacher, heads)
         module = TrainModule(student, heads, config).train()
         per_clip = [cache.get(w)[heads.teacher_layers] for w in waves]
         inputs = {
@@ -63,9 +63,7 @@ class StepBench:
             "mels": [[student.audio_features(w)] for w in waves],
             "responses": [ex.response for ex in examples],
             "targets": [torch.cat([t[j] for t in per_clip]) for j in range(len(pairs))],
-            "transcripts": [
-                (encoder_frames(len(w)), ex.transcript) for w, ex in zip(waves, examples, strict=True)
-            ],
+            "transcripts": [ex.transcript for ex in examples],
         }
         params = [p for p in module.parameters() if p.requires_grad]
         return cls(config, module, reader, torch.optim.AdamW(params, lr=1e-5), inputs)

@@ -66,8 +66,8 @@ def test_standardised_targets_and_centred_cosine() -> None:
 
 def test_transcript_loss_needs_the_teachers_last_layer(tiny_teacher) -> None:
     with pytest.raises(ConfigError, match="decoder_weight needs the teacher's last layer"):
-        TranscriptReader(tiny_teacher, DistillHeads([(0, 0), (1, 1)], 8, 64), k=4)
-    reader = TranscriptReader(tiny_teacher, DistillHeads([(0, 0), (3, 2)], 8, 64), k=4)
+        TranscriptReader(tiny_teacher, DistillHeads([(0, 0), (1, 1)], 8, 64))
+    reader = TranscriptReader(tiny_teacher, DistillHeads([(0, 0), (3, 2)], 8, 64))
     assert (reader.index, reader.student_layer) == (1, 3)
 
 

@@ -88,7 +88,6 @@ def test_the_tracker_agrees_with_diagnose_probe(runs) -> None:
         clips,
         student_states(student, clips, [layer], config)[layer],
         teacher_states(teacher, clips, [last], config.model.k)[last],
-        config.model.k,
     )
     assert tracker.student_wer(student, config) == pytest.approx(full["student_wer"])
     assert tracker.teacher_wer == pytest.approx(full["teacher_pooled_wer"])

@@ -17,6 +17,7 @@ from test_convert_ct2 import make_tiny_whisper_folder
 from typer.testing import CliRunner
 
 from aura.audio.features import SAMPLE_RATE, encoder_frames, load_audio, log_mel, log_mel_batch
+from aura.audio.frames import pool_frames
 from aura.cli.app import app, main
 from aura.metrics import error_rates
 from aura.registry import MODELS
@@ -186,6 +187,16 @@ def test_real_tiny_en_states_match_ctranslate2_and_cli(tmp_path: Path) -> None:
     assert right + 3 < wrong
     right.backward()
     assert last.grad is not None and last.grad.abs().sum() > 0
+
+    # the probe and the transcript loss read one state per k-pooled token: the same loss as those states
+    # repeated k times back to 50 Hz, since attention over k copies of a key is attention over the key
+    whole = last.detach()[: len(last) // 4 * 4]
+    tokens = pool_frames(whole, 4)
+    at_token_rate = teacher.transcript_loss(tokens, "the quick brown fox jumps over the lazy dog")
+    at_50_hz = teacher.transcript_loss(
+        tokens.repeat_interleave(4, 0), "the quick brown fox jumps over the lazy dog"
+    )
+    assert at_token_rate.item() == pytest.approx(at_50_hz.item(), abs=1e-4)
 
 
 HELD_OUT = [

@@ -1,5 +1,5 @@
 """The two frame rates AuRA works at: Whisper's encoder (50 Hz) and the student's audio tokens (k encoder
-frames each). Teacher targets are pooled down to the token rate; the teacher's decoder reads tokens unpooled.
+frames each). Teacher targets are pooled down to the token rate, and the teacher's decoder reads the tokens at it.
 """
 
 from __future__ import annotations
@@ -18,9 +18,3 @@ def pool_frames(states: torch.Tensor, k: int) -> torch.Tensor:
     counts = torch.full((tokens, 1), float(k), dtype=states.dtype)
     counts[-1] = frames - (tokens - 1) * k
     return padded / counts
-
-
-def unpool_frames(tokens: torch.Tensor, k: int, frames: int) -> torch.Tensor:
-    """k-pooled states `(T, d)` back at the encoder's 50 Hz, `(frames, d)`: each token repeated k times, cut
-    to the clip's frames (what a Whisper decoder reading the student expects)."""
-    return tokens.repeat_interleave(k, dim=0)[:frames]

@@ -22,7 +22,6 @@ from safetensors import safe_open
 from safetensors.torch import save_file
 from torch import nn
 
-from aura.audio.frames import unpool_frames
 from aura.config import ConfigError
 
 HEADS_FILE = "heads.safetensors"
@@ -138,26 +137,28 @@ class TranscriptReader:
     the student's states mapped to the teacher's last layer. A training-only aux head like the projection
     heads; it measures during training what `aura diagnose`'s decoder probe measures after it."""
 
-    def __init__(self, teacher: Any, heads: DistillHeads, k: int) -> None:
+    def __init__(self, teacher: Any, heads: DistillHeads) -> None:
         last = [j for j, (_, t) in enumerate(heads.pairs) if t == teacher.num_layers]
         if not last:
             raise ConfigError(
                 f"distill.decoder_weight needs the teacher's last layer ({teacher.num_layers}) in model.layer_map "
                 f"(pairs: {heads.pairs})."
             )
-        self.teacher, self.heads, self.index, self.k = teacher, heads, last[0], k
+        self.teacher, self.heads, self.index = teacher, heads, last[0]
         self.student_layer = heads.pairs[self.index][0]
 
     def __call__(
-        self, states: torch.Tensor, tokens: list[int], transcripts: list[tuple[int, str | None]]
+        self, states: torch.Tensor, tokens: list[int], transcripts: list[str | None]
     ) -> torch.Tensor | None:
         """Mean loss over the clips that have a transcript; `states` are the audio tokens of the student's
         mapped layer for all clips in batch order, `tokens` their count per clip, `transcripts` each
-        clip's (50-Hz frames, text). None when no clip has a transcript."""
+        clip's text. None when no clip has a transcript. The decoder reads one state per audio token:
+        attention over k copies of a key is attention over the key, so this is the 50-Hz reading at 1/k of
+        the cross-attention cost (`aura.distill.probe` reads the same way)."""
         prediction = self.heads.decoder_input(self.index, self.heads(self.index, states))
         losses = [
-            self.teacher.transcript_loss(unpool_frames(clip, self.k, frames), text)
-            for clip, (frames, text) in zip(prediction.split(tokens), transcripts, strict=True)
+            self.teacher.transcript_loss(clip, text)
+            for clip, text in zip(prediction.split(tokens), transcripts, strict=True)
             if text
         ]
         return torch.stack(losses).mean() if losses else None

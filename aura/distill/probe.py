@@ -1,8 +1,9 @@
 """The decoder probe: do the student's distilled audio states carry the words?
 
 The student's last mapped states, through their head, rescaled to the teacher's mean state norm (cosine
-training leaves the magnitude free) and repeated k times back to 50 Hz, are fed to the teacher's own
-Whisper decoder (greedy, KV cache). Only the clip's own frames are given: the teacher's padding frames
+training leaves the magnitude free), are fed to the teacher's own Whisper decoder (greedy, KV cache), one
+state per audio token: cross-attention over k copies of a state is attention over the state, so this
+reads exactly what the 50-Hz encoder frames would say, at 1/k of the cost. Only the clip's own frames are given: the teacher's padding frames
 would carry the teacher's view of the clip into the student's result. The teacher's WER under the same
 conditions (its pooled states, same frames, same length cap) and its ordinary padded-window WER are
 reported beside the student's. It is a distillation metric, so training tracks it (`data.probe`, on real
@@ -22,8 +23,8 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from aura.audio.features import SAMPLE_RATE, WINDOW_SAMPLES, encoder_frames, load_audio
-from aura.audio.frames import pool_frames, unpool_frames
+from aura.audio.features import SAMPLE_RATE, WINDOW_SAMPLES, load_audio
+from aura.audio.frames import pool_frames
 from aura.config import AuraConfig
 from aura.data.manifest import read_manifest
 from aura.distill.heads import DistillHeads
@@ -92,12 +93,11 @@ def teacher_states(
     return {layer: [pool_frames(states[layer], k) for states in per_clip] for layer in layers}
 
 
-def probe_decode(teacher: Any, states: torch.Tensor, k: int, clip: Clip) -> str:
-    """Whisper's decoder reading k-pooled states `(tokens, d)` of `clip`: repeated back to 50 Hz, cut to the
-    clip's frames, greedy, capped at the reference length (the probe's rules, shared by its calibration)."""
-    frames = encoder_frames(len(clip.wave))
+def probe_decode(teacher: Any, states: torch.Tensor, clip: Clip) -> str:
+    """Whisper's decoder reading k-pooled states `(tokens, d)` of `clip`, greedy, capped at the reference
+    length (the probe's rules, shared by its calibration)."""
     cap = len(teacher.tokenizer(clip.reference, add_special_tokens=False)["input_ids"]) + PROBE_SLACK_TOKENS
-    return teacher.decode(encoder_states=unpool_frames(states, k, frames)[None], max_new_tokens=cap)[0]
+    return teacher.decode(encoder_states=states[None], max_new_tokens=cap)[0]
 
 
 def decoder_probe(
@@ -107,7 +107,6 @@ def decoder_probe(
     clips: Sequence[Clip],
     student: list[torch.Tensor],
     pooled_teacher: list[torch.Tensor],
-    k: int,
     progress: bool = False,
 ) -> dict[str, Any]:
     """WER of the Whisper decoder reading the student's states vs the teacher's own (see module docstring)."""
@@ -122,8 +121,8 @@ def decoder_probe(
             {
                 "id": clip.id,
                 "reference": clip.reference,
-                "student": probe_decode(teacher, prediction, k, clip),
-                "teacher_pooled": probe_decode(teacher, pooled_teacher[i], k, clip),
+                "student": probe_decode(teacher, prediction, clip),
+                "teacher_pooled": probe_decode(teacher, pooled_teacher[i], clip),
                 "teacher": full[n],
             }
         )
@@ -155,21 +154,19 @@ class ProbeTracker:
         self.clips = [c for c in clips if c.reference]
         if not self.clips:
             raise ValueError("data.probe: no example has a transcript to score the probe against.")
-        self.teacher, self.heads, self.k, self.index = teacher, heads, k, reaching[-1]
+        self.teacher, self.heads, self.index = teacher, heads, reaching[-1]
         self.layer = heads.pairs[self.index][0]
         self.references = [c.reference or "" for c in self.clips]
         pooled = teacher_states(teacher, self.clips, [teacher.num_layers], k)[teacher.num_layers]
         self.teacher_wer = error_rates(
-            self.references, [probe_decode(teacher, s, k, c) for s, c in zip(pooled, self.clips, strict=True)]
+            self.references, [probe_decode(teacher, s, c) for s, c in zip(pooled, self.clips, strict=True)]
         ).wer
 
     @torch.no_grad()
     def student_wer(self, student: AuraStudent, config: AuraConfig) -> float:
         states = student_states(student, self.clips, [self.layer], config)[self.layer]
         hypotheses = [
-            probe_decode(
-                self.teacher, self.heads.decoder_input(self.index, self.heads(self.index, s)), self.k, c
-            )
+            probe_decode(self.teacher, self.heads.decoder_input(self.index, self.heads(self.index, s)), c)
             for s, c in zip(states, self.clips, strict=True)
         ]
         return error_rates(self.references, hypotheses).wer

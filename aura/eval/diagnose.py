@@ -325,4 +325,4 @@ def _probe(
     s, t = pairs[last]
     student_side = ours[s] if ours is not None else student_states(student, clips, [s], config)[s]
     teacher_side = theirs[t] if theirs is not None else teacher_states(teacher, clips, [t], k)[t]
-    return decoder_probe(teacher, heads, last, clips, student_side, teacher_side, k, progress)
+    return decoder_probe(teacher, heads, last, clips, student_side, teacher_side, progress)

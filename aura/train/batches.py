@@ -27,13 +27,13 @@ class Clip:
 class TrainBatch:
     """One micro-batch as the loss step reads it: chat-templated prompts, their log-mels (one list of
     clips per prompt), the responses (joint stage only), the teacher targets per mapped layer (when
-    distilling) and (encoder frames, transcript) per clip (when the transcript loss is on)."""
+    distilling) and the transcript per clip (when the transcript loss is on)."""
 
     texts: list[str]
     mels: list[list[torch.Tensor]]
     responses: list[str] | None = None
     targets: list[torch.Tensor] | None = None
-    transcripts: list[tuple[int, str | None]] | None = None
+    transcripts: list[str | None] | None = None
 
 
 def load_train_clips(path: str, max_seconds: float, role: str, need_response: bool) -> list[Clip]:

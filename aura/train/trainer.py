@@ -32,7 +32,6 @@ from accelerate.state import AcceleratorState, GradientState
 from accelerate.utils import DistributedType, FullyShardedDataParallelPlugin, set_seed
 from tqdm.auto import tqdm
 
-from aura.audio.features import encoder_frames
 from aura.config import AuraConfig, ConfigError, flatten
 from aura.distill.heads import (
     DistillHeads,
@@ -181,7 +180,7 @@ class Trainer(Checkpointing, MetricsLog):
             self.probe = self._probe_tracker(teacher, cfg.data.probe)
         reader = None
         if self.heads is not None and cfg.distill.decoder_weight > 0:
-            reader = TranscriptReader(teacher, self.heads, cfg.model.k)
+            reader = TranscriptReader(teacher, self.heads)
         del teacher  # only the transcript loss keeps the frozen teacher
         if cfg.train.grad_checkpointing:
             student.llm.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
@@ -288,7 +287,7 @@ class Trainer(Checkpointing, MetricsLog):
             targets = [torch.cat([t[j] for t in per_clip]) for j in range(len(self.heads.pairs))]
         transcripts = None
         if self.module.reader is not None:
-            transcripts = [(encoder_frames(len(c.wave)), c.example.transcript) for c in clips]
+            transcripts = [c.example.transcript for c in clips]
         return TrainBatch(texts, mels, responses, targets, transcripts)
 
     def run(self) -> Path:
