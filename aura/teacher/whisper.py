@@ -187,7 +187,10 @@ class Teacher:
                 DynamicCache(config=config), DynamicCache(config=config)
             )
         gen = self.model.generation_config
+        # every window is a full one (or the states are all real): saying so keeps generate from guessing
+        size = len(encoder_states) if encoder_states is not None else len(options["input_features"])
         ids = self.model.generate(
+            attention_mask=torch.ones(size, 1, dtype=torch.long, device=self.device),
             num_beams=beam_size,
             max_new_tokens=max_new_tokens,
             suppress_tokens=None,
