@@ -104,7 +104,7 @@ class DataConfig:
     dev: str | None = _key(None, "dev manifest, evaluated every train.dev_every steps (null: none)")
     probe: str | None = _key(
         None,
-        "manifest whose decoder-probe WER is logged every train.dev_every steps: real recorded speech "
+        "manifest whose decoder-probe WER and loss are logged every train.dev_every steps: real recorded speech "
         "(null: none)",
     )
     max_audio_seconds: float = _key(30.0, "longest clip a manifest may hold; a longer one is an error")

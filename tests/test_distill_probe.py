@@ -51,14 +51,17 @@ def _train(runs, run_dir: Path, *extra: str) -> list[dict[str, str]]:
         return list(csv.DictReader(handle))
 
 
-def test_training_logs_the_probe_wer_at_every_dev_evaluation(runs, tmp_path: Path) -> None:
+def test_training_logs_the_probe_wer_and_loss_at_every_dev_evaluation(runs, tmp_path: Path) -> None:
     probe = make_manifest(tmp_path / "probe", count=3, seed=5)
     rows = _train(runs, tmp_path / "run", "train.max_steps=2", "train.dev_every=1", f"data.probe={probe}")
     probed = [r for r in rows if r.get("dev_probe_wer")]
     assert [r["step"] for r in probed] == ["0", "1", "2"]
-    assert all(float(r["dev_probe_wer"]) >= 0 for r in probed)
-    # the teacher's same-input WER is computed once: one value, logged beside every point
+    assert all(float(r["dev_probe_wer"]) >= 0 and float(r["dev_probe_loss"]) > 0 for r in probed)
+    # the student moves, so its loss of the references does too
+    assert len({r["dev_probe_loss"] for r in probed}) > 1
+    # the teacher's same-input WER and loss are computed once: one value each, logged beside every point
     assert len({r["dev_probe_teacher_wer"] for r in probed}) == 1
+    assert len({r["dev_probe_teacher_loss"] for r in probed}) == 1
 
 
 def test_the_tracker_agrees_with_diagnose_probe(runs) -> None:
@@ -89,8 +92,11 @@ def test_the_tracker_agrees_with_diagnose_probe(runs) -> None:
         student_states(student, clips, [layer], config)[layer],
         teacher_states(teacher, clips, [last], config.model.k)[last],
     )
-    assert tracker.student_wer(student, config) == pytest.approx(full["student_wer"])
+    measured = tracker.measure(student, config)
+    assert measured["wer"] == pytest.approx(full["student_wer"])
+    assert measured["loss"] == pytest.approx(full["student_loss"], rel=1e-5)
     assert tracker.teacher_wer == pytest.approx(full["teacher_pooled_wer"])
+    assert tracker.teacher_loss == pytest.approx(full["teacher_pooled_loss"], rel=1e-5)
 
 
 def test_a_probe_manifest_without_transcripts_is_a_clear_error(runs, tmp_path: Path) -> None:

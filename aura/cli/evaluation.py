@@ -160,7 +160,9 @@ def _print_diagnosis(result: dict, out: str) -> None:
     if "student_wer" in probe_result:
         console.print(
             f"decoder probe ({probe_result['clips']} clips of {probe_result['data']}): student WER {probe_result['student_wer']:.1%}, "
-            f"teacher same input {probe_result['teacher_pooled_wer']:.1%}, teacher {probe_result['teacher_wer']:.1%}"
+            f"teacher same input {probe_result['teacher_pooled_wer']:.1%}, teacher {probe_result['teacher_wer']:.1%}; "
+            f"loss of the reference {probe_result['student_loss']:.2f} against {probe_result['teacher_pooled_loss']:.2f} "
+            "nats/token from the teacher's same input"
         )
     elif probe_result:
         console.print(f"decoder probe skipped: {probe_result['skipped']}")

@@ -6,7 +6,9 @@ state per audio token: cross-attention over k copies of a state is attention ove
 reads exactly what the 50-Hz encoder frames would say, at 1/k of the cost. Only the clip's own frames are given: the teacher's padding frames
 would carry the teacher's view of the clip into the student's result. The teacher's WER under the same
 conditions (its pooled states, same frames, same length cap) and its ordinary padded-window WER are
-reported beside the student's. It is a distillation metric, so training tracks it (`data.probe`, on real
+reported beside the student's, and so is the decoder's teacher-forced loss on the reference (nats per
+token): near 100 % WER nearly every word written is wrong and WER stops ranking students, while the loss
+still says how far each is from writing the words. It is a distillation metric, so training tracks it (`data.probe`, on real
 speech above all: an encoder distilled on synthetic voices can score well on them and fail on people)
 and `aura diagnose` reports it.
 """
@@ -100,6 +102,17 @@ def probe_decode(teacher: Any, states: torch.Tensor, clip: Clip) -> str:
     return teacher.decode(encoder_states=states[None], max_new_tokens=cap)[0]
 
 
+@torch.no_grad()
+def probe_loss(teacher: Any, states: Sequence[torch.Tensor], clips: Sequence[Clip]) -> float:
+    """Mean teacher-forced loss (nats per token) of Whisper's decoder writing each clip's reference while
+    reading its k-pooled states: the transcript loss of training, on the probe's clips."""
+    return float(
+        torch.stack(
+            [teacher.transcript_loss(s, c.reference or "") for s, c in zip(states, clips, strict=True)]
+        ).mean()
+    )
+
+
 def decoder_probe(
     teacher: Any,
     heads: DistillHeads,
@@ -110,13 +123,15 @@ def decoder_probe(
     progress: bool = False,
 ) -> dict[str, Any]:
     """WER of the Whisper decoder reading the student's states vs the teacher's own (see module docstring)."""
-    rows = []
+    rows, read, pooled = [], [], []
     usable = [i for i, c in enumerate(clips) if c.reference]
     full = teacher.transcribe([clips[i].wave for i in usable]) if usable else []
     for n, i in enumerate(tqdm(usable, desc="decoder probe", disable=not progress, leave=False)):
         clip = clips[i]
         with torch.no_grad():
             prediction = heads.decoder_input(index, heads(index, student[i]))
+        read.append(prediction)
+        pooled.append(pooled_teacher[i])
         rows.append(
             {
                 "id": clip.id,
@@ -136,13 +151,15 @@ def decoder_probe(
         "student_wer": error_rates(refs, [r["student"] for r in rows]).wer,
         "teacher_pooled_wer": error_rates(refs, [r["teacher_pooled"] for r in rows]).wer,
         "teacher_wer": error_rates(refs, [r["teacher"] for r in rows]).wer,
+        "student_loss": probe_loss(teacher, read, [clips[i] for i in usable]),
+        "teacher_pooled_loss": probe_loss(teacher, pooled, [clips[i] for i in usable]),
         "examples": rows,
     }
 
 
 class ProbeTracker:
     """The decoder probe during training (`data.probe`): the clips, the teacher's pooled states and its
-    same-input WER are computed once; each call decodes the student's current states."""
+    same-input WER and loss are computed once; each `measure` reads the student's current states."""
 
     def __init__(self, teacher: Any, heads: DistillHeads, clips: Sequence[Clip], k: int) -> None:
         reaching = [j for j, (_, t) in enumerate(heads.pairs) if t == teacher.num_layers]
@@ -161,12 +178,15 @@ class ProbeTracker:
         self.teacher_wer = error_rates(
             self.references, [probe_decode(teacher, s, c) for s, c in zip(pooled, self.clips, strict=True)]
         ).wer
+        self.teacher_loss = probe_loss(teacher, pooled, self.clips)
 
     @torch.no_grad()
-    def student_wer(self, student: AuraStudent, config: AuraConfig) -> float:
+    def measure(self, student: AuraStudent, config: AuraConfig) -> dict[str, float]:
+        """The student's probe WER and loss, `{"wer": ..., "loss": ...}`."""
         states = student_states(student, self.clips, [self.layer], config)[self.layer]
-        hypotheses = [
-            probe_decode(self.teacher, self.heads.decoder_input(self.index, self.heads(self.index, s)), c)
-            for s, c in zip(states, self.clips, strict=True)
-        ]
-        return error_rates(self.references, hypotheses).wer
+        read = [self.heads.decoder_input(self.index, self.heads(self.index, s)) for s in states]
+        hypotheses = [probe_decode(self.teacher, s, c) for s, c in zip(read, self.clips, strict=True)]
+        return {
+            "wer": error_rates(self.references, hypotheses).wer,
+            "loss": probe_loss(self.teacher, read, self.clips),
+        }

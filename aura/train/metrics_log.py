@@ -79,10 +79,13 @@ class MetricsLog:
             else {"step": self.step}
         )
         if self.probe is not None:
-            row["dev_probe_wer"] = self.probe.student_wer(
-                self.acc.unwrap_model(self.model).student, self.config
+            probed = self.probe.measure(self.acc.unwrap_model(self.model).student, self.config)
+            row["dev_probe_wer"], row["dev_probe_loss"] = probed["wer"], probed["loss"]
+            # the teacher's own states through the same path
+            row["dev_probe_teacher_wer"], row["dev_probe_teacher_loss"] = (
+                self.probe.teacher_wer,
+                self.probe.teacher_loss,
             )
-            row["dev_probe_teacher_wer"] = self.probe.teacher_wer  # the teacher's states, same input
         # the listening gap calls the student's parts directly, which a sharded (FSDP) module cannot serve
         if self.config.train.stage == "joint" and len(self.dev_clips) > 1 and not self.sharded:
             from aura.distill.listening import listening
